@@ -1,0 +1,74 @@
+"""The calibrator protocol: collect statistics, compute each quantizer's range, reset.
+
+Calibration data reaches a calibrator only through a `forward_loop(model)` callable, so calibrators know
+nothing about data sets or model families. Weights are calibrated first, from the weights themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from torch import nn
+
+from esc.calib.stats import ActivationStats, collect_statistics
+from esc.calib.weights import calibrate_weights
+from esc.quant.model import quantizers
+from esc.quant.quantizer import Quantizer
+
+log = logging.getLogger(__name__)
+
+ForwardLoop = Callable[[nn.Module], None]
+
+
+class Calibrator(ABC):
+    """Sets the static activation scales of a quantized model.
+
+    Subclasses implement `compute_range`; ESC also overrides `calibrate` to refine the ranges globally.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, weight_method: str = "minmax"):
+        self.weight_method = weight_method
+        self.stats: dict[str, ActivationStats] = {}
+
+    def collect(self, model: nn.Module, forward_loop: ForwardLoop) -> dict[str, ActivationStats]:
+        """One statistics pass over the calibration data (kept for `compute_range` and reuse)."""
+        self.stats = collect_statistics(model, forward_loop)
+        return self.stats
+
+    @abstractmethod
+    def compute_range(self, stats: ActivationStats, quantizer: Quantizer) -> tuple[float, float]:
+        """The clipping range [lo, hi] for one quantizer from its statistics."""
+
+    def apply(self, model: nn.Module, stats: dict[str, ActivationStats]) -> None:
+        """Compute and set the range of every static activation quantizer that saw data."""
+        for q in quantizers(model, "activation"):
+            s = stats.get(q.name)
+            if s is None:
+                continue
+            if s.count == 0:
+                log.warning("quantizer %s saw no calibration data; it stays uncalibrated", q.name)
+                continue
+            q.set_range(*self.compute_range(s, q))
+
+    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> dict[str, ActivationStats]:
+        """Calibrate weights, collect activation statistics once, set every activation range."""
+        calibrate_weights(model, self.weight_method)
+        stats = self.collect(model, forward_loop)
+        self.apply(model, stats)
+        return stats
+
+    def reset(self) -> None:
+        """Forget collected statistics."""
+        self.stats = {}
+
+
+def symmetric_or_signed(stats: ActivationStats, quantizer: Quantizer, threshold: float) -> tuple[float, float]:
+    """Turn a magnitude threshold into a range: [-t, t] when symmetric, else clipped to the seen min/max."""
+    if quantizer.spec.symmetric:
+        return -threshold, threshold
+    return max(stats.min, -threshold), min(stats.max, threshold)

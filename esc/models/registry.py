@@ -1,0 +1,44 @@
+"""Build a model adapter from a model config (the `model` config group)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from esc.models.ast import ASTAdapter
+from esc.models.base import ModelAdapter
+from esc.models.wav2vec2 import Wav2Vec2ClassificationAdapter, Wav2Vec2CTCAdapter
+from esc.models.whisper import WhisperAdapter
+
+ADAPTERS: dict[tuple[str, str], type[ModelAdapter]] = {
+    ("ast", "classification"): ASTAdapter,
+    ("wav2vec2", "classification"): Wav2Vec2ClassificationAdapter,
+    ("wav2vec2", "ctc"): Wav2Vec2CTCAdapter,
+    ("whisper", "seq2seq"): WhisperAdapter,
+}
+SOURCES = ("pretrained", "config", "ct2")
+
+
+def build_adapter(cfg: Mapping) -> ModelAdapter:
+    """Build from `family`, `task`, `source` (pretrained | config | ct2), `path`, `config`, `labels`.
+
+    `source: pretrained` loads `path` (hub id or local directory) with from_pretrained; `source: config`
+    builds a random model from the `config` fields (tests, training from scratch); `source: ct2` imports a
+    CTranslate2 Whisper directory (`path`, default the bundled real tiny.en).
+    """
+    key = (cfg.get("family"), cfg.get("task"))
+    if key not in ADAPTERS:
+        raise ValueError(f"unknown model family/task {key}; valid: {sorted(ADAPTERS)}")
+    adapter_class = ADAPTERS[key]
+    source = cfg.get("source", "pretrained")
+    attn = cfg.get("attn_implementation", "eager")
+    if source == "pretrained":
+        if not cfg.get("path"):
+            raise ValueError(f"model {cfg.get('name')!r}: source 'pretrained' needs model.path (hub id or directory)")
+        return adapter_class.from_pretrained(str(cfg["path"]), attn_implementation=attn)
+    if source == "config":
+        extra = {"labels": list(cfg["labels"])} if adapter_class.task == "classification" else {}
+        return adapter_class.from_config(dict(cfg.get("config") or {}), attn_implementation=attn, **extra)
+    if source == "ct2" and adapter_class is WhisperAdapter:
+        return WhisperAdapter.from_ct2(cfg.get("path"), attn_implementation=attn)
+    raise ValueError(f"model {cfg.get('name')!r}: source {source!r} is not valid for {key}; valid: {SOURCES} "
+                     "(ct2 only for Whisper)")

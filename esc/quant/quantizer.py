@@ -1,0 +1,172 @@
+"""Fake quantization: one `Quantizer` module per quantized tensor.
+
+A quantizer rounds to nearest on an integer grid and maps back to float ("fake" quantization), with a
+straight-through gradient (torch's fused fake-quant kernels pass the gradient inside the clipping range).
+Static scales and zero points are buffers, so they travel with `state_dict`; dynamic per-token quantizers
+compute theirs from each input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+GRANULARITIES = ("tensor", "channel", "token")
+WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+ACTIVATION_BITS = (2, 3, 4, 5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one tensor is quantized: bit width, symmetric or asymmetric, granularity, on or off."""
+
+    bits: int = 8
+    symmetric: bool = True
+    granularity: str = "tensor"
+    enabled: bool = True
+
+    def validated(self, name: str, kind: str) -> "QuantSpec":
+        """Return self, or raise a ValueError naming the quantizer when a field is out of range."""
+        allowed = WEIGHT_BITS if kind == "weight" else ACTIVATION_BITS
+        if self.bits not in allowed:
+            raise ValueError(f"quantizer {name!r}: {self.bits} bits is out of range for a {kind}; allowed: {allowed}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"quantizer {name!r}: unknown granularity {self.granularity!r}; valid: {GRANULARITIES}")
+        if kind == "weight" and self.granularity == "token":
+            raise ValueError(f"quantizer {name!r}: per-token granularity is for activations, not weights")
+        if kind == "activation" and self.granularity == "channel":
+            raise ValueError(f"quantizer {name!r}: per-channel granularity is for weights; use 'token' or 'tensor'")
+        return self
+
+    def with_overrides(self, **fields) -> "QuantSpec":
+        """A copy with the given fields replaced."""
+        return replace(self, **fields)
+
+
+def integer_range(bits: int, symmetric: bool) -> tuple[int, int]:
+    """The integer grid: signed [-2^(b-1), 2^(b-1)-1] when symmetric, unsigned [0, 2^b-1] otherwise."""
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool):
+    """Scale and zero point that cover [lo, hi] (elementwise tensors); a zero range gets a tiny scale."""
+    qmin, qmax = integer_range(bits, symmetric)
+    lo = torch.minimum(lo, torch.zeros_like(lo))  # zero must stay exactly representable (padding, ReLU)
+    hi = torch.maximum(hi, torch.zeros_like(hi))
+    if symmetric:
+        scale = torch.maximum(-lo, hi) / qmax
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        scale = (hi - lo) / (qmax - qmin)
+        zero_point = torch.clamp(torch.round(qmin - lo / scale.clamp_min(1e-12)), qmin, qmax).to(torch.int32)
+    return scale.clamp_min(1e-12).float(), zero_point
+
+
+class Quantizer(nn.Module):
+    """Fake-quantizes one tensor (a weight or an activation) according to a `QuantSpec`.
+
+    `name` is the quantizer's path in the model (used in messages and placement rules), `kind` is
+    "weight" or "activation", `axis` the channel axis of a weight (per-channel) or the feature axis of an
+    activation (per-token: one scale per position, over this axis). Switched off, it returns its input
+    object unchanged, so a model with every quantizer off computes exactly what the FP model computes.
+    """
+
+    def __init__(self, name: str, kind: str, spec: QuantSpec, axis: int = 0):
+        super().__init__()
+        if kind not in ("weight", "activation"):
+            raise ValueError(f"quantizer {name!r}: kind must be 'weight' or 'activation', got {kind!r}")
+        self.name, self.kind, self.axis = name, kind, axis
+        self.spec = spec.validated(name, kind)
+        self.enabled = spec.enabled
+        self.observer = None  # set during the statistics pass: receives inputs instead of quantizing
+        self.register_buffer("scale", torch.empty(0))
+        self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
+        self._cache = None  # (source tensor, its version, scale version) -> fake-quantized weight
+
+    @property
+    def bits(self) -> int:
+        return self.spec.bits
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Per-token quantizers compute their scale from each input and need no calibration."""
+        return self.spec.granularity == "token"
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.is_dynamic or self.scale.numel() > 0
+
+    def set_range(self, lo, hi) -> None:
+        """Set scale and zero point from a clipping range (floats, or per-channel tensors)."""
+        lo = torch.as_tensor(lo, dtype=torch.float32)
+        hi = torch.as_tensor(hi, dtype=torch.float32)
+        scale, zero_point = range_to_qparams(lo, hi, self.spec.bits, self.spec.symmetric)
+        self.set_qparams(scale, zero_point)
+
+    def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        """Replace scale and zero point (shapes may change, e.g. per-tensor to per-channel)."""
+        if not torch.isfinite(scale).all() or (scale <= 0).any():
+            raise ValueError(f"quantizer {self.name!r}: scale must be finite and positive, got {scale}")
+        self.scale = scale.detach().to(torch.float32).clone()
+        self.zero_point = zero_point.detach().to(torch.int32).clone()
+        self._cache = None
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float range [lo, hi] the current scale and zero point represent."""
+        qmin, qmax = integer_range(self.spec.bits, self.spec.symmetric)
+        return (qmin - self.zero_point) * self.scale, (qmax - self.zero_point) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.observer is not None:
+            self.observer.update(x)
+            return x
+        if self.kind == "weight" and isinstance(x, nn.Parameter) and not torch.is_grad_enabled():
+            return self._cached(x)
+        return self._fake_quantize(x)
+
+    def _cached(self, weight: nn.Parameter) -> torch.Tensor:
+        # Weights change only through explicit updates (PTQ stages bump `_version`), so repeated
+        # evaluations (sweeps, ESC's many forwards) reuse one fake-quantized copy.
+        key = (weight._version, self.scale._version, self.spec)
+        if self._cache is None or self._cache[0] is not weight or self._cache[1] != key:
+            self._cache = (weight, key, self._fake_quantize(weight))
+        return self._cache[2]
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        qmin, qmax = integer_range(self.spec.bits, self.spec.symmetric)
+        if self.is_dynamic:
+            return self._fake_quantize_per_token(x, qmin, qmax)
+        if not self.is_calibrated:
+            raise RuntimeError(f"quantizer {self.name!r} is enabled but not calibrated")
+        if self.scale.dim() == 0:
+            return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
+        return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, qmin, qmax)
+
+    def _fake_quantize_per_token(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+        rows = x.movedim(self.axis, -1)
+        flat = rows.reshape(-1, rows.shape[-1])
+        with torch.no_grad():
+            lo, hi = torch.aminmax(flat, dim=1)
+            scale, zero_point = range_to_qparams(lo, hi, self.spec.bits, self.spec.symmetric)
+        out = torch.fake_quantize_per_channel_affine(flat, scale, zero_point, 0, qmin, qmax)
+        return out.reshape(rows.shape).movedim(-1, self.axis)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Scales are created empty and take their shape at calibration; adopt the saved shape on load.
+        for key in ("scale", "zero_point"):
+            saved = state_dict.get(prefix + key)
+            if saved is not None:
+                setattr(self, key, torch.empty_like(saved))
+        self._cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        state = "on" if self.enabled else "off"
+        return f"{self.kind}, {s.bits} bit, {'sym' if s.symmetric else 'asym'}, per-{s.granularity}, {state}"
