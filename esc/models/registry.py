@@ -18,6 +18,14 @@ ADAPTERS: dict[tuple[str, str], type[ModelAdapter]] = {
 SOURCES = ("pretrained", "config", "ct2")
 
 
+def _labels(cfg: Mapping) -> list[str]:
+    labels = list(cfg.get("labels") or [])
+    if not labels or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"model {cfg.get('name')!r}: a classifier built from a config needs `labels`, a list of "
+                         f"strings (quote yes/no/on/off in YAML, which reads them as booleans); got {labels}")
+    return labels
+
+
 def build_adapter(cfg: Mapping) -> ModelAdapter:
     """Build from `family`, `task`, `source` (pretrained | config | ct2), `path`, `config`, `labels`.
 
@@ -36,7 +44,7 @@ def build_adapter(cfg: Mapping) -> ModelAdapter:
             raise ValueError(f"model {cfg.get('name')!r}: source 'pretrained' needs model.path (hub id or directory)")
         return adapter_class.from_pretrained(str(cfg["path"]), attn_implementation=attn)
     if source == "config":
-        extra = {"labels": list(cfg["labels"])} if adapter_class.task == "classification" else {}
+        extra = {"labels": _labels(cfg)} if adapter_class.task == "classification" else {}
         return adapter_class.from_config(dict(cfg.get("config") or {}), attn_implementation=attn, **extra)
     if source == "ct2" and adapter_class is WhisperAdapter:
         return WhisperAdapter.from_ct2(cfg.get("path"), attn_implementation=attn)

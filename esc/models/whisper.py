@@ -86,9 +86,9 @@ class WhisperAdapter(ModelAdapter):
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
         generated, cache = [], None
         for step in range(self.max_new_tokens):
-            out = self.model(encoder_outputs=encoded, decoder_input_ids=step_input, past_key_values=cache,
+            out = self.model(encoder_outputs=encoded, decoder_input_ids=step_input, cache=cache,
                              use_cache=True)
-            logits, cache = out.logits[:, -1].float(), out.past_key_values
+            logits, cache = out.logits[:, -1].float(), out.cache
             logits[:, self.suppress + (self.begin_suppress if step == 0 else [])] = float("-inf")
             token = torch.where(finished, self.eos, logits.argmax(dim=-1))
             generated.append(token)
