@@ -1,6 +1,7 @@
 """Task metrics: accuracy, and WER/CER with one text normaliser applied to reference and hypothesis alike.
 
-The normaliser lower-cases, spells digits out as English words (so "7" and "seven" agree), turns hyphens
+The normaliser lower-cases, spells digits out as English words (so "7" and "seven" agree; "$2 million" reads
+"two million dollars", "3.5" reads "three point five"), turns hyphens
 and slashes into spaces, strips all other punctuation except apostrophes inside words, and collapses
 whitespace.
 """
@@ -12,29 +13,15 @@ from collections.abc import Sequence
 
 import jiwer
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
-        "seventeen eighteen nineteen".split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def number_to_words(n: int) -> str:
-    """English words for a non-negative integer below one billion (e.g. 42 -> 'forty two')."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    for size, word in ((10**6, "million"), (1000, "thousand"), (100, "hundred")):
-        if n >= size:
-            rest = n % size
-            return f"{number_to_words(n // size)} {word}" + ("" if rest == 0 else " " + number_to_words(rest))
-    raise AssertionError("unreachable")
-
+from esc.text import LIMIT, number_to_words
 
 def normalize_text(text: str) -> str:
     """The normalised form used for every WER/CER (see module docstring)."""
     text = text.lower().replace("%", " percent ")
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 -> 1000
-    text = re.sub(r"\d+", lambda m: f" {number_to_words(int(m.group())) if len(m.group()) < 10 else m.group()} ",
+    text = re.sub(r"\$([\d.]+(?:\s+(?:thousand|million|billion))?)", r"\1 dollars", text)  # $2 million
+    text = re.sub(r"(?<=\d)\.(?=\d)", " point ", text)  # 3.5 -> 3 point 5
+    text = re.sub(r"\d+", lambda m: f" {number_to_words(int(m.group())) if int(m.group()) < LIMIT else m.group()} ",
                   text)
     text = re.sub(r"[-/]", " ", text)
     text = re.sub(r"[^\w\s']", " ", text)

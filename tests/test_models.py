@@ -108,5 +108,6 @@ def test_pretrained_round_trip(tmp_path):
 def test_normaliser_treats_reference_and_hypothesis_alike():
     assert normalize_text("It's 7 o'clock, Mr. Smith-Jones!") == "it's seven o'clock mr smith jones"
     assert normalize_text("1,250 people") == "one thousand two hundred fifty people"
+    assert normalize_text("$2 million, 3.5 percent") == "two million dollars three point five percent"
     assert error_rates(["Seven cats."], ["7 cats"])["wer"] == 0.0
     assert error_rates(["seven dogs"], ["7 cats"])["wer"] == 0.5
