@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from esc.calib.base import Calibrator
 from esc.calib.entropy import EntropyCalibrator
+from esc.calib.esc import ESCCalibrator
 from esc.calib.minmax import MinMaxCalibrator
 from esc.calib.mse import MSECalibrator
 from esc.calib.percentile import PercentileCalibrator
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
-    c.name: c for c in (MinMaxCalibrator, PercentileCalibrator, MSECalibrator, EntropyCalibrator)
+    c.name: c for c in (MinMaxCalibrator, PercentileCalibrator, MSECalibrator, EntropyCalibrator, ESCCalibrator)
 }
 
 

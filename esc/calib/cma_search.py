@@ -1,0 +1,218 @@
+"""The global step of ESC: CMA-ES (the `cma` package, ask/tell) over log-multipliers of the local scales.
+
+The search knows nothing about models: it minimises `objective(x, subset)`, where `x` holds one log-multiplier
+per quantizer (0 is the local start) and `subset` the calibration batches to score on (None: all of them).
+The local start is scored first, on all batches, and the result is never worse than it on that full fitness.
+
+Determinism: CMA-ES samples through its `randn` option, given here a picklable object that owns its own
+numpy Generator, and the batch resampling has another; both live in the checkpoint, so the same seed gives the
+same scales and a resumed run continues exactly where the killed one stopped (no global RNG is touched).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cma
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "esc_state.pkl"
+Objective = Callable[[np.ndarray, Sequence[int] | None], float]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Controls of the CMA-ES search (documented in conf/calibrator/esc.yaml)."""
+
+    popsize: int | None = None
+    sigma0: float = 0.1
+    bound: float = 0.7
+    max_generations: int = 50
+    max_evals: int | None = None
+    timeout_s: float | None = None
+    tolfun: float = 1e-8
+    fitness_batches: int | None = None
+    resample: bool = False
+    diagonal: bool = False
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    resume: bool = False
+
+    def validate(self) -> "SearchSettings":
+        """Return self, or raise a ValueError naming the first setting out of range."""
+        checks = [
+            (self.popsize is None or self.popsize >= 2, f"popsize must be >= 2 (or null), got {self.popsize}"),
+            (self.sigma0 > 0, f"sigma0 must be > 0, got {self.sigma0}"),
+            (self.bound > 0, f"bound must be > 0, got {self.bound}"),
+            (self.max_generations >= 1, f"max_generations must be >= 1, got {self.max_generations}"),
+            (self.max_evals is None or self.max_evals >= 1, f"max_evals must be >= 1 (or null), got {self.max_evals}"),
+            (self.timeout_s is None or self.timeout_s > 0, f"timeout_s must be > 0 (or null), got {self.timeout_s}"),
+            (self.tolfun >= 0, f"tolfun must be >= 0, got {self.tolfun}"),
+            (self.fitness_batches is None or self.fitness_batches >= 1,
+             f"fitness_batches must be >= 1 (or null for all), got {self.fitness_batches}"),
+            (not self.resume or self.checkpoint_dir, "resume needs checkpoint_dir"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"esc calibrator: {message}")
+        return self
+
+
+class _Gaussian:
+    """`randn(*shape)` for CMA-ES from a private Generator, so its state pickles with the strategy."""
+
+    def __init__(self, seed: np.random.SeedSequence):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, *shape: int) -> np.ndarray:
+        return self.rng.standard_normal(shape)
+
+
+@dataclass
+class SearchState:
+    """Everything a resumed search needs; pickled whole into the checkpoint after every generation."""
+
+    fingerprint: np.ndarray  # the local start this search refines; a resume must match it
+    es: cma.CMAEvolutionStrategy
+    subset_rng: np.random.Generator
+    start_f: float
+    best_x: np.ndarray  # best candidate scored on all batches (the start until one beats it)
+    best_f: float
+    last_best_x: np.ndarray | None = None  # best of the latest generation on its own batches
+    generation: int = 0
+    evaluations: int = 1
+    history: list[dict] = field(default_factory=list)
+
+
+def _new_state(objective: Objective, dim: int, settings: SearchSettings, fingerprint: np.ndarray) -> SearchState:
+    cma_seed, subset_seed = np.random.SeedSequence(settings.seed).spawn(2)
+    options = {"bounds": [-settings.bound, settings.bound], "seed": np.nan, "randn": _Gaussian(cma_seed),
+               "tolfun": settings.tolfun, "CMA_diagonal": settings.diagonal, "verbose": -9, "verb_log": 0}
+    if settings.popsize is not None:
+        options["popsize"] = settings.popsize
+    es = cma.CMAEvolutionStrategy(np.zeros(dim), settings.sigma0, options)
+    start_f = objective(np.zeros(dim), None)
+    return SearchState(fingerprint, es, np.random.default_rng(subset_seed), start_f, np.zeros(dim), start_f)
+
+
+def _load(path: Path, fingerprint: np.ndarray) -> SearchState:
+    state = pickle.loads(path.read_bytes())
+    if state.fingerprint.shape != fingerprint.shape or not np.array_equal(state.fingerprint, fingerprint):
+        raise ValueError(f"{path}: this checkpoint was made for other quantizers or other local scales; "
+                         "remove it or set resume=false")
+    return state
+
+
+def _save(path: Path, state: SearchState) -> None:
+    # Write beside the target and rename: a run killed mid-write leaves the previous checkpoint intact.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(state))
+    os.replace(tmp, path)
+
+
+def _uses_subsets(settings: SearchSettings, n_batches: int) -> bool:
+    return settings.fitness_batches is not None and settings.fitness_batches < n_batches
+
+
+def _subset(state: SearchState, settings: SearchSettings, n_batches: int) -> list[int] | None:
+    """The batches of the next generation: all, the first k (fixed), or k drawn afresh (resample)."""
+    if not _uses_subsets(settings, n_batches):
+        return None
+    k = settings.fitness_batches
+    if settings.resample:
+        return sorted(state.subset_rng.choice(n_batches, size=k, replace=False).tolist())
+    return list(range(k))
+
+
+def _stop_reason(state: SearchState, settings: SearchSettings, started: float) -> str | None:
+    if state.generation >= settings.max_generations:
+        return "max_generations"
+    if settings.max_evals is not None and state.evaluations + state.es.popsize > settings.max_evals:
+        return "max_evals"
+    if settings.timeout_s is not None and time.perf_counter() - started >= settings.timeout_s:
+        return "timeout_s"
+    state.es.opts["tolfun"] = settings.tolfun  # a resumed run may change it; cma reads its options on stop()
+    return ",".join(state.es.stop()) or None
+
+
+def run_search(objective: Objective, dim: int, n_batches: int, settings: SearchSettings,
+               fingerprint: np.ndarray) -> SearchState:
+    """Run (or resume) the search; return the final state, whose `best_x` is the chosen solution.
+
+    Stops at max_generations, before a generation that would exceed max_evals, after timeout_s (per call,
+    checked between generations) or on CMA-ES's own criteria (tolfun, ...). Finally the CMA-ES mean and,
+    when generations scored a subset of batches, the latest generation's best are scored on all batches and
+    replace the start only if better. A resumed search keeps the checkpoint's CMA-ES parameters (popsize,
+    step size, bounds, diagonal) and takes its stopping rules and batch choice from `settings`.
+    """
+    path = Path(settings.checkpoint_dir) / CHECKPOINT_NAME if settings.checkpoint_dir else None
+    if settings.resume and path.exists():
+        state = _load(path, fingerprint)
+        log.info("esc: resuming from %s at generation %d", path, state.generation)
+    else:
+        state = _new_state(objective, dim, settings, fingerprint)
+        log.info("esc: %d scales, local start fitness %.6g", dim, state.start_f)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    while (reason := _stop_reason(state, settings, started)) is None:
+        subset = _subset(state, settings, n_batches)
+        tic = time.perf_counter()
+        candidates = state.es.ask()
+        values = [objective(x, subset) for x in candidates]
+        state.es.tell(candidates, values)
+        rate = len(values) / (time.perf_counter() - tic)
+        state.generation += 1
+        state.evaluations += len(values)
+        state.last_best_x = np.array(candidates[int(np.argmin(values))])
+        if subset is None and min(values) < state.best_f:
+            state.best_x, state.best_f = state.last_best_x, min(values)
+        entry = {"generation": state.generation, "best": float(min(values)), "mean": float(np.mean(values)),
+                 "spread": float(np.std(values)), "incumbent": state.best_f, "sigma": float(state.es.sigma),
+                 "evaluations": state.evaluations, "evals_per_s": rate}
+        state.history.append(entry)
+        log.info("esc gen %(generation)d: best %(best).6g mean %(mean).6g spread %(spread).3g "
+                 "incumbent %(incumbent).6g sigma %(sigma).3g, %(evals_per_s).2f evals/s", entry)
+        if path is not None:
+            _save(path, state)
+    log.info("esc: stopped (%s) after %d generations", reason, state.generation)
+    finalists = [state.es.result.xfavorite] + ([state.last_best_x] if _uses_subsets(settings, n_batches) else [])
+    for x in finalists:
+        f = objective(np.asarray(x), None)
+        if f < state.best_f:
+            state.best_x, state.best_f = np.asarray(x), f
+    return state
+
+
+def save_convergence_plot(history: Sequence[dict], path: str | Path, start_f: float | None = None) -> Path:
+    """Plot best, mean (with spread) and incumbent fitness per generation to a PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    gens = [h["generation"] for h in history]
+    mean = np.array([h["mean"] for h in history])
+    spread = np.array([h["spread"] for h in history])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(gens, [h["best"] for h in history], label="generation best")
+    ax.plot(gens, mean, label="generation mean")
+    ax.fill_between(gens, mean - spread, mean + spread, alpha=0.2)
+    ax.plot(gens, [h["incumbent"] for h in history], label="incumbent (all batches)")
+    if start_f is not None:
+        ax.axhline(start_f, color="gray", linestyle="--", label="local start")
+    ax.set(xlabel="generation", ylabel="fitness", title="ESC convergence")
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

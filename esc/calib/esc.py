@@ -1,0 +1,143 @@
+"""ESC: Evolution-Strategy-based Calibration of static activation scales.
+
+Local step: every static activation quantizer gets its MSE-optimal range from the one statistics pass (this
+class is an `MSECalibrator`). Global step: CMA-ES searches all those scales jointly, as log-multipliers of
+the local solution bounded to [-bound, bound], minimising a task-level fitness of the whole quantized model
+(`esc.calib.fitness`); the best scales found, never worse than the local start, are written to the model.
+Multiplying a scale by m multiplies the clipping range by m and keeps the zero point (asymmetric included).
+
+How a run harness calls it (the only extension of the calibrator protocol is the fitness)::
+
+    calibrator = ESCCalibrator(**cfg.calibrator)           # settings validated here, before any work
+    calibrator.bind(adapter, calibration_batches)          # builds the configured fitness (kl | task_loss)
+    calibrator.calibrate(adapter.model, forward_loop)      # weights, statistics, MSE start, CMA-ES
+    calibrator.history                                     # one dict per generation (best, mean, spread, ...)
+    calibrator.save_plot(run_dir / "esc_convergence.png")
+
+`calibrate(model, forward_loop, fitness=...)` accepts any `Fitness` directly instead of `bind`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from esc.calib.base import ForwardLoop
+from esc.calib.cma_search import SearchSettings, SearchState, run_search, save_convergence_plot
+from esc.calib.fitness import FITNESS_KINDS, Fitness, make_fitness
+from esc.calib.mse import MSECalibrator
+from esc.calib.stats import ActivationStats
+from esc.models.base import ModelAdapter
+from esc.quant.model import quantizers
+from esc.quant.quantizer import Quantizer
+
+log = logging.getLogger(__name__)
+
+
+class ScaleVector:
+    """The searched scales: one log-multiplier per static activation quantizer, applied in place.
+
+    Writing into the existing scale buffers (no new tensors, zero points untouched) keeps a candidate switch
+    to a few hundred scalar copies; weight quantizers and their cached fake-quantized weights are untouched.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.quantizers: list[Quantizer] = [q for q in quantizers(model, "activation")
+                                            if q.enabled and not q.is_dynamic and q.is_calibrated]
+        self.start = [q.scale.clone() for q in self.quantizers]
+
+    def __len__(self) -> int:
+        return len(self.quantizers)
+
+    def fingerprint(self) -> np.ndarray:
+        """The local start scales, to recognise a checkpoint made for this model and data."""
+        return np.array([s.double().sum().item() for s in self.start])
+
+    @torch.no_grad()
+    def write(self, log_multipliers: np.ndarray) -> None:
+        """Set every scale to its local start times exp(log-multiplier)."""
+        for q, start, m in zip(self.quantizers, self.start, np.exp(log_multipliers)):
+            torch.mul(start, float(m), out=q.scale)
+
+
+class ESCCalibrator(MSECalibrator):
+    """MSE local start, then a CMA-ES search over all static activation scales on a task-level fitness.
+
+    Settings are those of `SearchSettings` plus `fitness` (kl | task_loss) and the MSE options; see
+    conf/calibrator/esc.yaml. After `calibrate`, `history` holds one dict per generation, `start_fitness` and
+    `best_fitness` the fitness of the local start and of the scales written, `best_log_multipliers` the
+    solution.
+    """
+
+    name = "esc"
+
+    def __init__(self, fitness: str = "kl", popsize: int | None = None, sigma0: float = 0.1, bound: float = 0.7,
+                 max_generations: int = 50, max_evals: int | None = None, timeout_s: float | None = None,
+                 tolfun: float = 1e-8, fitness_batches: int | None = None, resample: bool = False,
+                 diagonal: bool = False, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
+                 num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+        super().__init__(num_candidates, min_fraction, weight_method)
+        if fitness not in FITNESS_KINDS:
+            raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
+        self.fitness_kind = fitness
+        self.settings = SearchSettings(popsize, sigma0, bound, max_generations, max_evals, timeout_s, tolfun,
+                                       fitness_batches, resample, diagonal, seed, checkpoint_dir, resume).validate()
+        self.fitness: Fitness | None = None
+        self._state: SearchState | None = None
+
+    def bind(self, adapter: ModelAdapter, batches: Sequence[dict]) -> Fitness:
+        """Build the configured fitness on the calibration batches (an empty split raises a ValueError)."""
+        self.fitness = make_fitness(adapter, batches, self.fitness_kind)
+        return self.fitness
+
+    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop,
+                  fitness: Fitness | None = None) -> dict[str, ActivationStats]:
+        """Calibrate weights, set the MSE start from one statistics pass, then search scales with CMA-ES."""
+        fitness = fitness if fitness is not None else self.fitness
+        if fitness is None:
+            raise ValueError("esc calibrator: no fitness; call bind(adapter, batches) or pass fitness=")
+        self._state = None
+        stats = super().calibrate(model, forward_loop)
+        scales = ScaleVector(model)
+        if len(scales) == 0:
+            log.warning("esc: no static activation quantizer to search; keeping the local start")
+            return stats
+
+        def objective(x: np.ndarray, subset: Sequence[int] | None) -> float:
+            scales.write(x)
+            return fitness(model, subset)
+
+        self._state = run_search(objective, len(scales), len(fitness), self.settings, scales.fingerprint())
+        scales.write(self._state.best_x)
+        log.info("esc: fitness %.6g -> %.6g", self._state.start_f, self._state.best_f)
+        return stats
+
+    @property
+    def history(self) -> list[dict]:
+        return self._state.history if self._state else []
+
+    @property
+    def start_fitness(self) -> float | None:
+        return self._state.start_f if self._state else None
+
+    @property
+    def best_fitness(self) -> float | None:
+        return self._state.best_f if self._state else None
+
+    @property
+    def best_log_multipliers(self) -> np.ndarray | None:
+        return self._state.best_x if self._state else None
+
+    def save_plot(self, path: str | Path) -> Path:
+        """Write the convergence plot of the last search (PNG)."""
+        return save_convergence_plot(self.history, path, self.start_fitness)
+
+    def reset(self) -> None:
+        """Forget statistics and the last search (the bound fitness stays)."""
+        super().reset()
+        self._state = None

@@ -1,0 +1,118 @@
+"""Cost of ESC's fitness evaluations, and whether scoring a whole population in one batched forward pays.
+
+    python experiments/bench_esc.py [--real] [--repeats 10] [--threads 2] [--popsize 8]
+
+Per model (W8A8, calibration batch of 2 random 1 s clips, KL fitness), medians over repeats:
+  forward_ms   a plain quantized forward of the batch
+  fitness_ms   one fitness evaluation of that batch (write all scales in place, forward, KL against cached FP)
+  ratio        fitness_ms / forward_ms (goal: at most ~1.2)
+  evals_per_s  evaluations per second in a short ESC search (3 generations, --popsize)
+  seq_ms       --popsize candidates scored one after another (forward only)
+  tiled_ms     the same candidates in one forward of the batch tiled --popsize times, every activation
+               quantizer holding one scale per candidate (an experiment patched in here, not in the library)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from esc.calib.esc import ESCCalibrator, ScaleVector
+from esc.calib.fitness import make_fitness
+from esc.models.registry import build_adapter
+from esc.quant.model import quantize_model
+from esc.quant.placement import Placement
+from esc.quant.quantizer import integer_range
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TINY = ("ast_tiny", "wav2vec2_ctc_tiny", "whisper_tiny")
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, cached quantized weights, cached FP targets)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def tile_quantizers(scales: ScaleVector, candidates: np.ndarray) -> None:
+    """Give every searched quantizer one scale per candidate; its input's batch is split candidate-major."""
+    for i, q in enumerate(scales.quantizers):
+        per_candidate = (scales.start[i] * torch.from_numpy(np.exp(candidates[:, i]))).float()
+        zero = torch.zeros(len(candidates), dtype=torch.int32)
+        qmin, qmax = integer_range(q.bits, q.spec.symmetric)
+
+        def fake_quantize(x, s=per_candidate, z=zero, lo=qmin, hi=qmax):
+            rows = x.reshape(len(s), -1)
+            return torch.fake_quantize_per_channel_affine(rows, s, z, 0, lo, hi).reshape(x.shape)
+
+        q._fake_quantize = fake_quantize
+
+
+def random_batch(adapter, seconds: float, batch_size: int) -> dict:
+    rng = np.random.default_rng(0)
+    audios = [(0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32) for _ in range(batch_size)]
+    if adapter.task == "classification":
+        targets = [adapter.labels[i % len(adapter.labels)] for i in range(batch_size)]
+    else:
+        targets = ["the quick brown fox jumps over the lazy dog"] * batch_size
+    return adapter.collate(audios, targets)
+
+
+def bench(model_name: str, repeats: int, popsize: int, seconds: float, batch_size: int) -> str:
+    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
+    batch = random_batch(adapter, seconds, batch_size)
+    placement = Placement.from_config(OmegaConf.to_container(OmegaConf.load(CONF / "quant" / "w8a8.yaml")))
+    quantize_model(adapter.model, placement)
+    calibrator = ESCCalibrator(popsize=popsize, max_generations=3)
+    fitness = calibrator.bind(adapter, [batch])
+    with torch.no_grad():
+        calibrator.calibrate(adapter.model, lambda m: adapter.forward(batch))
+        rate = statistics.median(h["evals_per_s"] for h in calibrator.history)
+        scales = ScaleVector(adapter.model)
+        x = np.full(len(scales), 0.01)
+        forward_ms = median_ms(lambda: adapter.forward(batch), repeats)
+        fitness_ms = median_ms(lambda: (scales.write(x), fitness(adapter.model)), repeats)
+
+        candidates = np.random.default_rng(0).normal(0.0, 0.1, (popsize, len(scales)))
+
+        def sequential():
+            for c in candidates:
+                scales.write(c)
+                adapter.forward(batch)
+
+        seq_ms = median_ms(sequential, max(1, repeats // 2))
+        tiled = {k: torch.cat([v] * popsize) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        tile_quantizers(scales, candidates)
+        tiled_ms = median_ms(lambda: adapter.forward(tiled), max(1, repeats // 2))
+    return (f"{model_name} {forward_ms:.2f} {fitness_ms:.2f} {fitness_ms / forward_ms:.2f} {rate:.1f} "
+            f"{seq_ms:.1f} {tiled_ms:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", action="store_true", help="also the real Whisper tiny.en (5 s clip, 30 s input)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--popsize", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print("model forward_ms fitness_ms ratio evals_per_s seq_ms tiled_ms")
+    for name in TINY:
+        print(bench(name, args.repeats, args.popsize, 1.0, args.batch_size), flush=True)
+    if args.real:
+        print(bench("whisper_tiny_en", max(3, args.repeats // 3), args.popsize, 5.0, 1), flush=True)
+
+
+if __name__ == "__main__":
+    main()
