@@ -65,7 +65,8 @@ class ActivationStats:
             self.hist[self.bins] += self._pending_zeros
         while amax > self.range:
             self._double_range()
-        self.hist += torch.histc(x, bins=2 * self.bins, min=-self.range, max=self.range).double()
+        counts = torch.histc(x, bins=2 * self.bins, min=-self.range, max=self.range)
+        self.hist += counts.to(self.hist.device, torch.float64)  # activations may live on a GPU
 
     def _double_range(self) -> None:
         half = self.bins // 2

@@ -67,7 +67,9 @@ def quantize_model(model: nn.Module, placement: Placement) -> nn.Module:
     placement.warn_unmatched(name for _, _, name, _, _ in plan)
 
     for (module, attr, name, kind, axis), spec in zip(plan, specs):
-        module.add_module(attr, Quantizer(name, kind, spec, axis=axis))
+        # scales live where the layer lives (a model quantized after `.to("cuda")` calibrates on the GPU)
+        device = next(module.parameters(), torch.empty(0)).device
+        module.add_module(attr, Quantizer(name, kind, spec, axis=axis).to(device))
         if isinstance(module, QUANTIZABLE_LAYERS) and not isinstance(module, QuantizedLayer):
             module.__class__ = _quantized_class(type(module))
     if placement.attention and hasattr(model, "set_attn_implementation"):

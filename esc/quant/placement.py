@@ -9,6 +9,7 @@ overriding earlier ones, e.g.::
       - {match: "*classifier*", enabled: false}          # keep the head in FP
       - {match: "*.probs_quantizer", symmetric: false}   # probabilities are non-negative
       - {match: "model.encoder.conv1.*", bits: 8}        # first layer at 8 bits
+      - {match: "*fc2.weight_quantizer", granularity: group, group_size: 64}
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from esc.quant.quantizer import QuantSpec
 
 log = logging.getLogger(__name__)
 
-RULE_FIELDS = ("bits", "symmetric", "granularity", "enabled")
+RULE_FIELDS = ("bits", "symmetric", "granularity", "enabled", "group_size")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class Placement:
             raise ValueError(f"quant config: unknown keys {unknown}; valid: {sorted(known)}")
         rules = [Rule.from_dict(r) for r in list(cfg.get("rules") or []) + list(extra_rules)]
         placement = cls(
-            weight=QuantSpec(**dict(cfg.get("weight") or {"granularity": "channel"})),
+            # a partial weight spec (e.g. only `bits`) keeps the per-channel default granularity
+            weight=QuantSpec(**{"granularity": "channel", **dict(cfg.get("weight") or {})}),
             activation=QuantSpec(**dict(cfg.get("activation") or {})),
             attention=bool(cfg.get("attention", True)),
             rules=rules,

@@ -13,19 +13,24 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-GRANULARITIES = ("tensor", "channel", "token")
+GRANULARITIES = ("tensor", "channel", "group", "token")
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 ACTIVATION_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How one tensor is quantized: bit width, symmetric or asymmetric, granularity, on or off."""
+    """How one tensor is quantized: bit width, symmetric or asymmetric, granularity, on or off.
+
+    Granularity "group" (weights only) gives each output channel one scale per `group_size` consecutive
+    weights along its flattened input dimension (in_features, or in_channels * kernel for a convolution).
+    """
 
     bits: int = 8
     symmetric: bool = True
     granularity: str = "tensor"
     enabled: bool = True
+    group_size: int = 128
 
     def validated(self, name: str, kind: str) -> "QuantSpec":
         """Return self, or raise a ValueError naming the quantizer when a field is out of range."""
@@ -38,6 +43,10 @@ class QuantSpec:
             raise ValueError(f"quantizer {name!r}: per-token granularity is for activations, not weights")
         if kind == "activation" and self.granularity == "channel":
             raise ValueError(f"quantizer {name!r}: per-channel granularity is for weights; use 'token' or 'tensor'")
+        if kind == "activation" and self.granularity == "group":
+            raise ValueError(f"quantizer {name!r}: group granularity is for weights; use 'token' or 'tensor'")
+        if not isinstance(self.group_size, int) or self.group_size < 1:
+            raise ValueError(f"quantizer {name!r}: group_size must be a positive integer, got {self.group_size!r}")
         return self
 
     def with_overrides(self, **fields) -> "QuantSpec":
@@ -64,6 +73,17 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: b
         scale = (hi - lo) / (qmax - qmin)
         zero_point = torch.clamp(torch.round(qmin - lo / scale.clamp_min(1e-12)), qmin, qmax).to(torch.int32)
     return scale.clamp_min(1e-12).float(), zero_point
+
+
+def weight_groups(weight: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The weight as (out_channels, n_groups, group_size): consecutive weights of each flattened row.
+
+    A row whose length is not a multiple of `group_size` is padded with zeros; zero is always on the grid
+    and inside every range, so padding changes neither the ranges nor the rounding error.
+    """
+    rows = weight.reshape(weight.shape[0], -1)
+    rows = nn.functional.pad(rows, (0, -rows.shape[1] % group_size))
+    return rows.reshape(rows.shape[0], -1, group_size)
 
 
 class Quantizer(nn.Module):
@@ -111,8 +131,9 @@ class Quantizer(nn.Module):
         """Replace scale and zero point (shapes may change, e.g. per-tensor to per-channel)."""
         if not torch.isfinite(scale).all() or (scale <= 0).any():
             raise ValueError(f"quantizer {self.name!r}: scale must be finite and positive, got {scale}")
-        self.scale = scale.detach().to(torch.float32).clone()
-        self.zero_point = zero_point.detach().to(torch.int32).clone()
+        # keep the module's device: calibrators hand over CPU floats, load_scales CPU tensors
+        self.scale = scale.detach().to(self.scale.device, torch.float32).clone()
+        self.zero_point = zero_point.detach().to(self.zero_point.device, torch.int32).clone()
         self._cache = None
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +153,10 @@ class Quantizer(nn.Module):
 
     def _cached(self, weight: nn.Parameter) -> torch.Tensor:
         # Weights change only through explicit updates (PTQ stages bump `_version`), so repeated
-        # evaluations (sweeps, ESC's many forwards) reuse one fake-quantized copy.
-        key = (weight._version, self.scale._version, self.spec)
+        # evaluations (sweeps, ESC's many forwards) reuse one fake-quantized copy. `weight.data = new`
+        # keeps `_version` but moves the storage, hence `data_ptr`; in-place ops on `weight.data` are
+        # invisible here (update weights in place under no_grad instead).
+        key = (weight._version, weight.data_ptr(), self.scale._version, self.spec)
         if self._cache is None or self._cache[0] is not weight or self._cache[1] != key:
             self._cache = (weight, key, self._fake_quantize(weight))
         return self._cache[2]
@@ -146,7 +169,17 @@ class Quantizer(nn.Module):
             raise RuntimeError(f"quantizer {self.name!r} is enabled but not calibrated")
         if self.scale.dim() == 0:
             return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
+        if self.spec.granularity == "group":
+            return self._fake_quantize_per_group(x, qmin, qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, qmin, qmax)
+
+    def _fake_quantize_per_group(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+        groups = weight_groups(x, self.spec.group_size)
+        flat = groups.reshape(-1, groups.shape[-1])  # one row per scale, in the scale's (out, group) order
+        out = torch.fake_quantize_per_channel_affine(flat, self.scale.reshape(-1), self.zero_point.reshape(-1), 0,
+                                                     qmin, qmax)
+        columns = x[0].numel()
+        return out.reshape(x.shape[0], -1)[:, :columns].reshape(x.shape)
 
     def _fake_quantize_per_token(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
         rows = x.movedim(self.axis, -1)
@@ -162,11 +195,12 @@ class Quantizer(nn.Module):
         for key in ("scale", "zero_point"):
             saved = state_dict.get(prefix + key)
             if saved is not None:
-                setattr(self, key, torch.empty_like(saved))
+                setattr(self, key, torch.empty_like(saved, device=getattr(self, key).device))
         self._cache = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         s = self.spec
         state = "on" if self.enabled else "off"
-        return f"{self.kind}, {s.bits} bit, {'sym' if s.symmetric else 'asym'}, per-{s.granularity}, {state}"
+        granularity = f"group{s.group_size}" if s.granularity == "group" else s.granularity
+        return f"{self.kind}, {s.bits} bit, {'sym' if s.symmetric else 'asym'}, per-{granularity}, {state}"
