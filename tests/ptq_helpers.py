@@ -1,0 +1,44 @@
+"""Shared pieces of the PTQ tests: a minimal adapter over a bare module, and layers with correlated inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ModuleAdapter:
+    """Just what PTQ stages use of a ModelAdapter: `model` and `forward(batch)` returning a tensor."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        out = self.model(**batch)
+        return out if isinstance(out, torch.Tensor) else out[0]
+
+
+class Single(nn.Module):
+    """One layer, called as `model(x=...)` like a transformers model with keyword inputs."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def correlated_batches(layer: nn.Module, n_batches: int = 4, seed: int = 0) -> list[dict]:
+    """Inputs whose channels are strongly correlated (a low-rank mix plus noise): where GPTQ and AdaRound
+    beat round-to-nearest, since independent rounding errors no longer average out."""
+    g = torch.Generator().manual_seed(seed)
+    channels = layer.in_channels if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else layer.in_features
+    mix = torch.randn(4, channels, generator=g)
+    batches = []
+    for _ in range(n_batches):
+        if isinstance(layer, nn.Conv1d):
+            x = torch.einsum("btk,kc->bct", torch.randn(4, 40, 4, generator=g), mix)
+        else:
+            x = torch.randn(64, 4, generator=g) @ mix
+        batches.append({"x": x + 0.05 * torch.randn(x.shape, generator=g)})
+    return batches
