@@ -1,0 +1,170 @@
+"""One run: data, FP reference (cached), PTQ stages around quantization, calibrate, evaluate, write results.
+
+Each stage logs one line with its duration. The run folder receives `scales.pt` (with ptq=none, load it with
+`esc.quant.model.load_scales` into a model quantized with the same preset to skip calibration; PTQ stages also change
+the weights), `predictions.json`, the resolved `config.yaml`, and last `results.json`, whose presence marks the run
+finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from esc.calib.weights import calibrate_weights
+from esc.data.datamodule import AudioDataModule
+from esc.evaluate import Evaluation, evaluate
+from esc.models.base import ModelAdapter
+from esc.models.registry import build_adapter
+from esc.ptq.registry import build_stages, run_stages
+from esc.quant.model import quantize_model, quantizers, save_scales
+from esc.quant.placement import Placement
+from esc.results import RESULTS, finished, fp_cache_path, read_json, write_atomic, write_json
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[dict]:
+    """Log `name` with its duration when the block ends; the yielded dict receives `seconds`."""
+    timing = {}
+    start = time.perf_counter()
+    yield timing
+    timing["seconds"] = time.perf_counter() - start
+    log.info("stage %-24s %7.1f s", name, timing["seconds"])
+
+
+def forward_loop_over(adapter: ModelAdapter, batches: Sequence[dict], desc: str):
+    """A `forward_loop(model)` running every collated batch through the adapter's task forward.
+
+    The adapter wraps the very model the calibrator passes in, so the argument is not needed to reach it.
+    """
+
+    def forward_loop(model: torch.nn.Module) -> None:
+        for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+            adapter.forward(batch)
+
+    return forward_loop
+
+
+def fp_reference(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule, trainer: L.Trainer) -> dict:
+    """The FP evaluation, from the cache when it covers exactly these evaluation clips, else computed and cached."""
+    path = fp_cache_path(cfg)
+    names = sorted(e.name for e in data.evaluation)
+    if path.is_file():
+        cached = read_json(path)
+        if sorted(cached["predictions"]) == names:
+            log.info("FP reference from cache %s", path)
+            return cached
+        log.warning("FP cache %s covers other clips; recomputing", path)
+    with stage("evaluate FP"):
+        fp = evaluate(adapter, trainer, data.test_dataloader(), "fp")
+    cached = {"scores": fp.scores, "predictions": fp.predictions, "seconds": fp.seconds}
+    write_json(path, cached)
+    return cached
+
+
+def calibration_targets(adapter: ModelAdapter, data: AudioDataModule) -> list[str] | None:
+    """The clips' own targets, or where a clip has none, the FP model's prediction (seq2seq forwards need one)."""
+    if all(e.target is not None for e in data.calibration):
+        return None
+    with stage("FP pseudo-labels"):
+        predictions = [p for batch in data.calibration_dataloader() for p in adapter.predict(batch["inputs"])]
+    return [e.target if e.target is not None else p for e, p in zip(data.calibration, predictions)]
+
+
+def summarise(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule, fp: dict, quantized: Evaluation,
+              calibrator, calib_seconds: float, stages: Sequence, ptq_reports: list[dict]) -> dict:
+    """The results record of a finished run."""
+    metric = adapter.metric_name
+    fp_value, q_value = fp["scores"][metric], quantized.scores[metric]
+    results = {
+        "model": cfg.model.name, "dataset": cfg.dataset.name, "quant": cfg.quant.name,
+        "w_bits": cfg.quant.weight.bits if cfg.quant.weight.enabled else None,
+        "a_bits": cfg.quant.activation.bits if cfg.quant.activation.enabled else None,
+        "calibrator": calibrator.name,
+        "calibrator_options": {k: v for k, v in OmegaConf.to_container(cfg.calibrator, resolve=True).items()
+                               if not k.startswith("_")},
+        "ptq": [s.name for s in stages], "ptq_reports": ptq_reports,
+        "seed": cfg.seed, "metric": metric, "fp": fp_value, "quantized": q_value,
+        "relative_change": (q_value - fp_value) / fp_value if fp_value else None,
+        "fidelity_kl": quantized.fidelity_kl, "agreement": quantized.agreement,
+        "scores": {"fp": fp["scores"], "quantized": quantized.scores},
+        "n_calib": len(data.calibration), "n_eval": len(data.evaluation),
+        "calib_seconds": calib_seconds, "eval_seconds": quantized.seconds,
+        "n_quantizers": sum(1 for _ in quantizers(adapter.model)),
+        "n_bad_files": len(data.bad_files),
+        "bad_files": [{"name": b.name, "reason": b.reason} for b in data.bad_files],
+    }
+    if "cer" in quantized.scores:
+        results["cer"] = {"fp": fp["scores"]["cer"], "quantized": quantized.scores["cer"]}
+    return results
+
+
+def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
+    """Run the experiment of `cfg` into `run_dir`; return its results, or None when it had already finished."""
+    run_dir = Path(run_dir)
+    if finished(run_dir):
+        log.info("skipped: %s already holds %s (remove it to re-run)", run_dir, RESULTS)
+        return None
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with stage("build model"):
+        adapter = build_adapter(OmegaConf.to_container(cfg.model, resolve=True))
+    with stage("read data"):
+        data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
+        data.setup()
+    logger = instantiate(cfg.logger, save_dir=str(run_dir))
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
+
+    fp = fp_reference(cfg, adapter, data, trainer)  # of the untouched model: PTQ stages may transform it below
+    batches = [batch["inputs"] for batch in data.calibration_dataloader(calibration_targets(adapter, data))]
+    forward_loop = forward_loop_over(adapter, batches, "calibration")
+    stages = build_stages(cfg.ptq.stages)
+    calibrator = instantiate(cfg.calibrator)
+    ptq_reports = run_stages(stages, "before_quantize", adapter, batches)
+    with stage("quantize"):
+        placement = Placement.from_config(OmegaConf.to_container(cfg.quant, resolve=True),
+                                         OmegaConf.to_container(cfg.model.rules, resolve=True) or [])
+        quantize_model(adapter.model, placement)
+        calibrate_weights(adapter.model, calibrator.weight_method)  # the grid weight-rewriting stages work on
+    ptq_reports += run_stages(stages, "after_weight_calibration", adapter, batches)
+    bind = getattr(calibrator, "bind", None)
+    if callable(bind):  # calibrators that score candidate scales on the task (ESC) need the calibration batches
+        bind(adapter, batches)
+    with stage("calibrate") as calib:
+        calibrator.calibrate(adapter.model, forward_loop)
+    save_scales(adapter.model, run_dir / "scales.pt")
+    with stage("evaluate quantized"):
+        quantized = evaluate(adapter, trainer, data.test_dataloader(), "quantized", fp["predictions"])
+
+    results = summarise(cfg, adapter, data, fp, quantized, calibrator, calib["seconds"], stages, ptq_reports)
+    record(cfg, run_dir, logger, results, {"fp": fp["predictions"], "quantized": quantized.predictions})
+    return results
+
+
+def record(cfg: DictConfig, run_dir: Path, logger, results: dict, predictions: dict) -> None:
+    """Log the results, close the logger, write the run's files (results.json last) and print the summary line."""
+    logger.log_metrics({k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
+    logger.finalize("success")
+    close = getattr(logger.experiment, "finish", None)
+    if callable(close):  # a W&B run stays open until finished; the next job of a multirun must get its own
+        close()
+    write_json(run_dir / "predictions.json", predictions)
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / RESULTS, results)
+    rel = "n/a" if results["relative_change"] is None else f"{results['relative_change']:+.1%}"
+    print(f"{results['model']} {results['quant']} (W{results['w_bits']}A{results['a_bits']}) {results['calibrator']}: "
+          f"FP {results['metric']}={results['fp']:.4f} -> quantized {results['metric']}={results['quantized']:.4f} "
+          f"({rel})")

@@ -1,0 +1,149 @@
+"""`python -m esc.report <folder>`: tables and a chart of every finished run below a folder (e.g. a sweep).
+
+One table per model and data set: rows are calibrators, columns quant presets (bit settings); each cell is the
+quantized metric with its relative change from the FP reference, which has its own column. Runs that differ only
+in their seed are averaged. Writes `report.md`, `report.csv` and `report.png` into the folder (or `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import mean
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from esc.results import find_results, read_json, write_atomic  # noqa: E402
+
+
+def calibrator_labels(runs: Sequence[dict]) -> list[str]:
+    """Row label per run: the calibrator name, plus the options that tell apart runs sharing that name."""
+    variants = defaultdict(list)
+    for run in runs:
+        options = run.get("calibrator_options", {})
+        if options not in variants[run["calibrator"]]:
+            variants[run["calibrator"]].append(options)
+    labels = []
+    for run in runs:
+        options = variants[run["calibrator"]]
+        varying = sorted(k for k in options[0] if any(o.get(k) != options[0][k] for o in options))
+        own = run.get("calibrator_options", {})
+        labels.append(run["calibrator"] + (f" ({', '.join(f'{k}={own[k]}' for k in varying)})" if varying else ""))
+    return labels
+
+
+def tables(runs: Sequence[dict]) -> list[dict]:
+    """Group runs by (model, dataset) into tables: rows, columns, cells {(row, column): (quantized, fp)}."""
+    grouped = defaultdict(list)
+    for run, label in zip(runs, calibrator_labels(runs)):
+        grouped[(run["model"], run["dataset"], run["metric"])].append((label, run))
+    result = []
+    for (model, dataset, metric), items in sorted(grouped.items()):
+        values = defaultdict(list)
+        for label, run in items:
+            values[(label, run["quant"])].append((run["quantized"], run["fp"]))
+        cells = {key: (mean(q for q, _ in vs), mean(f for _, f in vs)) for key, vs in values.items()}
+        result.append({"model": model, "dataset": dataset, "metric": metric,
+                       "rows": sorted({r for r, _ in cells}), "columns": sorted({c for _, c in cells}),
+                       "fp": mean(fp for _, fp in cells.values()), "cells": cells})
+    return result
+
+
+def relative(quantized: float, fp: float) -> float | None:
+    return (quantized - fp) / fp if fp else None
+
+
+def cell_text(cell: tuple[float, float] | None) -> str:
+    if cell is None:
+        return "-"
+    rel = relative(*cell)
+    return f"{cell[0]:.4f} ({'n/a' if rel is None else f'{rel:+.1%}'})"
+
+
+def markdown(table_list: Sequence[dict]) -> str:
+    """All tables as Markdown sections."""
+    out = []
+    for t in table_list:
+        out += [f"## {t['model']} on {t['dataset']} ({t['metric']}; FP reference {t['fp']:.4f})", "",
+                "| calibrator | FP | " + " | ".join(t["columns"]) + " |",
+                "| --- | --- | " + " | ".join("---" for _ in t["columns"]) + " |"]
+        for row in t["rows"]:
+            cells = [cell_text(t["cells"].get((row, c))) for c in t["columns"]]
+            out.append(f"| {row} | {t['fp']:.4f} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def csv_text(table_list: Sequence[dict]) -> str:
+    """One CSV row per (table, calibrator): FP, then quantized value and relative change per quant preset."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = sorted({c for t in table_list for c in t["columns"]})
+    writer.writerow(["model", "dataset", "metric", "calibrator", "fp"]
+                    + [f"{c}{suffix}" for c in columns for suffix in ("", "_relative_change")])
+    for t in table_list:
+        for row in t["rows"]:
+            values = []
+            for c in columns:
+                cell = t["cells"].get((row, c))
+                rel = None if cell is None else relative(*cell)
+                values += ["" if cell is None else f"{cell[0]:.6g}", "" if rel is None else f"{rel:.6g}"]
+            writer.writerow([t["model"], t["dataset"], t["metric"], row, f"{t['fp']:.6g}"] + values)
+    return buffer.getvalue()
+
+
+def chart(table_list: Sequence[dict], path: Path) -> Path:
+    """Grouped bars per table: one group per quant preset, one bar per calibrator, FP as a dashed line."""
+    fig, axes = plt.subplots(1, len(table_list), figsize=(5 * len(table_list), 4), squeeze=False)
+    for ax, t in zip(axes[0], table_list):
+        width = 0.8 / len(t["rows"])
+        for i, row in enumerate(t["rows"]):
+            heights = [t["cells"].get((row, c), (float("nan"), 0))[0] for c in t["columns"]]
+            ax.bar([j + i * width for j in range(len(t["columns"]))], heights, width, label=row)
+        ax.axhline(t["fp"], color="black", linestyle="--", linewidth=1, label="FP")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(t["columns"]))], t["columns"])
+        ax.set_title(f"{t['model']} / {t['dataset']}")
+        ax.set_ylabel(t["metric"])
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def report(folder: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv and report.png for every results.json below `folder`; return their paths."""
+    paths = find_results(folder)
+    if not paths:
+        raise FileNotFoundError(f"no results.json below {folder}")
+    table_list = tables([read_json(p) for p in paths])
+    out = Path(out or folder)
+    written = {"markdown": write_atomic(out / "report.md", markdown(table_list)),
+               "csv": write_atomic(out / "report.csv", csv_text(table_list))}
+    written["chart"] = chart(table_list, out / "report.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: `python -m esc.report FOLDER [--out DIR]`."""
+    parser = argparse.ArgumentParser(prog="python -m esc.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="searched recursively for results.json")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: FOLDER)")
+    args = parser.parse_args(argv)
+    try:
+        written = report(args.folder, args.out)
+    except FileNotFoundError as err:
+        parser.exit(1, f"error: {err}\n")
+    print(Path(written["markdown"]).read_text(), end="")
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Composing `esc.run` configs in tests, and running the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from esc.results import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+register_resolvers()
+
+
+def compose_run(*overrides: str, hydra: bool = False):
+    """The composed run config for `overrides`, as `python -m esc.run` would see it."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <args>` offline with two threads; raise with its output when it fails."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_SILENT": "true",
+                        "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{module} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done

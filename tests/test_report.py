@@ -1,0 +1,67 @@
+"""A 2x2 sweep through the CLI, its report, and a re-run of the sweep that computes nothing."""
+
+import csv
+
+import pytest
+import torch
+
+from audio_folders import write_folder
+from esc.report import calibrator_labels, report
+from run_helpers import run_cli
+
+SWEEP = ("-m", "model=ast_tiny", "dataset=folder", "logger=csv", "calibrator=percentile",
+         "calibrator.percentile=99.0,99.99", "quant=w8a8,w4a4", "dataset.calibration_size=3")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    args = (*SWEEP, f"dataset.path={write_folder(tmp / 'kws')}", f"out_dir={tmp / 'out'}")
+    run_cli("esc.run", *args, cwd=tmp)
+    return tmp, args
+
+
+def test_sweep_report_has_four_cells(sweep):
+    tmp, _ = sweep
+    out = tmp / "out"
+    assert len(list(out.rglob("results.json"))) == 4
+    written = report(out)
+    text = written["markdown"].read_text()
+    assert "| calibrator | FP | w4a4 | w8a8 |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| percentile")]
+    assert [r.split(" |")[0] for r in rows] == ["| percentile (percentile=99.0)", "| percentile (percentile=99.99)"]
+    assert all(r.count("%)") == 2 for r in rows)  # two quantized cells with their relative change per row
+    with open(written["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and all(row["w8a8"] and row["w4a4_relative_change"] for row in table)
+    assert written["chart"].stat().st_size > 1000
+
+
+def test_swept_percentile_reaches_the_scales(sweep):
+    tmp, _ = sweep
+    w8 = sorted((tmp / "out").glob("ast_tiny/folder/w8a8/percentile/*/scales.pt"))
+    assert len(w8) == 2
+    a, b = (torch.load(p, weights_only=True) for p in w8)
+    activation = [k for k in a if k.endswith("input_quantizer")]
+    assert any(not torch.equal(a[k]["scale"], b[k]["scale"]) for k in activation)
+
+
+def test_rerun_of_the_sweep_computes_nothing(sweep):
+    tmp, args = sweep
+    files = {p: p.stat().st_mtime_ns for p in (tmp / "out").rglob("*") if p.suffix in (".json", ".pt", ".yaml")}
+    done = run_cli("esc.run", *args, cwd=tmp)
+    assert (done.stdout + done.stderr).count("skipped:") == 4
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    assert len(list((tmp / "out" / "multirun").glob("*/multirun.yaml"))) == 2  # one record per sweep invocation
+
+
+def test_labels_show_only_the_options_that_differ():
+    runs = [{"calibrator": "mse", "calibrator_options": {"num_candidates": 256, "weight_method": "minmax"}},
+            {"calibrator": "minmax", "calibrator_options": {"weight_method": "minmax"}},
+            {"calibrator": "mse", "calibrator_options": {"num_candidates": 64, "weight_method": "minmax"}}]
+    assert calibrator_labels(runs) == ["mse (num_candidates=256)", "minmax", "mse (num_candidates=64)"]
+
+
+def test_report_of_an_empty_folder_fails(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        report(tmp_path)

@@ -1,0 +1,143 @@
+"""Every option of every config group of `esc.run` composes and builds its objects; bad choices fail clearly."""
+
+from pathlib import Path
+
+import datasets
+import huggingface_hub
+import lightning as L
+import pytest
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from audio_folders import write_folder
+from esc.data.bundled import BUNDLED
+from esc.data.datamodule import AudioDataModule
+from esc.data.hub import DatasetUnavailableError
+from esc.models.base import CheckpointError
+from esc.models.registry import build_adapter
+from esc.ptq.registry import build_stages
+from esc.quant.model import quantize_model, quantizers
+from esc.quant.placement import Placement
+from esc.results import config_id
+from run_helpers import CONF, ROOT, compose_run
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network here: make the hub clients fail at once instead of retrying."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def ast_adapter():
+    return build_adapter(OmegaConf.to_container(compose_run("model=ast_tiny").model))
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = compose_run(hydra=True)
+    assert cfg.hydra.runtime.choices["model"] == "whisper_tiny_en"
+    assert (cfg.dataset.name, cfg.quant.name, cfg.ptq.stages) == ("sentences_small", "w8a8", [])
+    assert cfg.calibrator._target_.endswith("MSECalibrator")
+    assert cfg.logger._target_.endswith("WandbLogger") and cfg.logger.offline is True
+    assert "${esc_config_id:}" in OmegaConf.to_container(cfg.hydra.run)["dir"]
+
+
+@pytest.mark.parametrize("name", [n for n in options("model") if not n.endswith("_hub")])
+def test_local_models_build(name):
+    cfg = compose_run(f"model={name}").model
+    assert build_adapter(OmegaConf.to_container(cfg, resolve=True)).task == cfg.task
+
+
+@pytest.mark.parametrize("name", [n for n in options("model") if n.endswith("_hub")])
+def test_hub_models_fail_clearly_offline(name, offline):
+    with pytest.raises(CheckpointError, match="model.path"):
+        build_adapter(OmegaConf.to_container(compose_run(f"model={name}").model, resolve=True))
+
+
+@pytest.mark.parametrize("name", options("quant"))
+def test_quant_presets_place_quantizers(name):
+    model = build_adapter(OmegaConf.to_container(compose_run("model=ast_tiny").model)).model
+    quant = OmegaConf.to_container(compose_run(f"quant={name}").quant, resolve=True)
+    quantize_model(model, Placement.from_config(quant))
+    weights = [q for q in quantizers(model, "weight")]
+    assert weights and all(q.bits == quant["weight"]["bits"] for q in weights)
+    assert all(q.enabled == quant["weight"]["enabled"] for q in weights)
+
+
+@pytest.mark.parametrize("name", options("calibrator"))
+def test_calibrators_instantiate(name):
+    calibrator = instantiate(compose_run(f"calibrator={name}", "quant=w4a4").calibrator)
+    assert calibrator.name == name
+
+
+def test_calibrator_options_reach_the_object():
+    cfg = compose_run("calibrator=percentile", "calibrator.percentile=99.5", "quant.weight_calibrator=mse")
+    calibrator = instantiate(cfg.calibrator)
+    assert (calibrator.percentile, calibrator.weight_method) == (99.5, "mse")
+
+
+@pytest.mark.parametrize("name", options("logger"))
+def test_loggers_instantiate(name, tmp_path):
+    logger = instantiate(compose_run(f"logger={name}").logger, save_dir=str(tmp_path))
+    assert Path(logger.save_dir) == tmp_path
+
+
+def test_trainer_and_ptq_build():
+    cfg = compose_run()
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert isinstance(trainer, L.Trainer) and trainer.accelerator.__class__.__name__ == "CPUAccelerator"
+    assert "none" in options("ptq") and list(cfg.ptq.stages) == []
+
+
+@pytest.mark.parametrize("launcher, target", [("basic", "BasicLauncher"), ("joblib", "JoblibLauncher"),
+                                              ("submitit_slurm", "SlurmLauncher")])
+def test_launchers_compose(launcher, target):
+    cfg = compose_run(f"hydra/launcher={launcher}", hydra=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "quant", "calibrator", "logger", "trainer", "ptq"])
+def test_unknown_choice_lists_the_valid_ones(group):
+    with pytest.raises(MissingConfigException) as err:
+        compose_run(f"{group}=no_such_option")
+    assert all(option in str(err.value) for option in options(group))
+
+
+def test_config_id_follows_result_settings_only():
+    base = config_id(compose_run("calibrator=percentile"))
+    assert base == config_id(compose_run("calibrator=percentile", "logger=csv", "threads=1"))
+    assert base != config_id(compose_run("calibrator=percentile", "calibrator.percentile=99.0"))
+    assert base != config_id(compose_run("calibrator=percentile", "seed=1"))
+
+
+def test_folder_dataset_builds(tmp_path, ast_adapter):
+    cfg = compose_run("dataset=folder", f"dataset.path={write_folder(tmp_path)}", "dataset.calibration_size=3")
+    data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), ast_adapter)
+    data.setup()
+    assert (len(data.calibration), len(data.evaluation), data.bad_files) == (3, 4, [])
+
+
+@pytest.mark.skipif(not all((ROOT / "esc" / "assets" / n).is_dir() for n in BUNDLED),
+                    reason="bundled sets not generated yet")
+def test_bundled_dataset_builds():
+    cfg = compose_run("model=whisper_tiny")
+    adapter = build_adapter(OmegaConf.to_container(cfg.model, resolve=True))
+    data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
+    data.setup()
+    assert len(data.calibration) == cfg.dataset.calibration_size and data.evaluation
+    assert all(e.target for e in data.calibration + data.evaluation)
+
+
+@pytest.mark.parametrize("name", [n for n in options("dataset") if compose_run(f"dataset={n}").dataset.source == "hub"])
+def test_hub_datasets_fail_clearly_offline(name, offline, ast_adapter):
+    cfg = compose_run(f"dataset={name}")
+    with pytest.raises(DatasetUnavailableError, match="HF_DATASETS_OFFLINE"):
+        AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), ast_adapter).setup()

@@ -1,0 +1,92 @@
+"""End to end: `esc.run` on tiny models and tiny folders writes complete results, reloadable scales, W&B files."""
+
+import json
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from audio_folders import write_folder
+from esc.data.datamodule import AudioDataModule
+from esc.evaluate import evaluate
+from esc.experiment import run_experiment
+from esc.inspect import quantized_adapter
+from esc.quant.model import load_scales
+from run_helpers import compose_run, run_cli
+
+FIELDS = {"model", "dataset", "w_bits", "a_bits", "calibrator", "ptq", "seed", "metric", "fp", "quantized",
+          "relative_change", "n_calib", "n_eval", "calib_seconds", "eval_seconds", "n_quantizers", "n_bad_files",
+          "fidelity_kl", "agreement", "bad_files"}
+
+
+def test_cli_recognition_run_with_wandb(tmp_path):
+    data = write_folder(tmp_path / "asr", task="recognition", n_calibration=2, n_evaluation=2)
+    done = run_cli("esc.run", "model=whisper_tiny", "dataset=folder", f"dataset.path={data}", "calibrator=minmax",
+                   "logger=wandb", f"out_dir={tmp_path / 'out'}", "threads=2", cwd=tmp_path)
+    [results_file] = (tmp_path / "out").rglob("results.json")
+    run_dir = results_file.parent
+    results = json.loads(results_file.read_text())
+    assert FIELDS | {"cer"} <= set(results)
+    assert (results["model"], results["w_bits"], results["a_bits"], results["calibrator"]) == ("whisper_tiny", 8, 8,
+                                                                                                "minmax")
+    assert (results["n_calib"], results["n_eval"], results["n_bad_files"], results["ptq"]) == (2, 2, 0, [])
+    assert results["fidelity_kl"] >= 0 and 0 <= results["agreement"] <= 1 and results["n_quantizers"] > 0
+    assert set(results["cer"]) == {"fp", "quantized"}
+    assert list(run_dir.glob("wandb/offline-run-*")), "no offline W&B run folder"
+    assert (run_dir / "scales.pt").is_file() and (run_dir / "config.yaml").is_file()
+    assert run_dir.parts[-4:-1] == ("folder", "w8a8", "minmax")
+    assert "whisper_tiny w8a8 (W8A8) minmax: FP wer=" in done.stdout
+    assert list((tmp_path / "out" / ".fp_cache").glob("whisper_tiny-folder-*.json"))
+
+
+@pytest.fixture(scope="module")
+def ast_run(tmp_path_factory):
+    """One finished in-process run of the tiny AST (csv logger) and its config."""
+    tmp = tmp_path_factory.mktemp("ast")
+    cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp / 'kws')}",
+                      "dataset.calibration_size=3", "calibrator=percentile", "logger=csv", f"out_dir={tmp / 'out'}")
+    results = run_experiment(cfg, tmp / "run")
+    return cfg, tmp / "run", results
+
+
+def test_results_are_complete(ast_run):
+    cfg, run_dir, results = ast_run
+    assert FIELDS <= set(results) and "cer" not in results
+    assert results == json.loads((run_dir / "results.json").read_text())
+    assert (results["metric"], results["n_calib"], results["n_eval"]) == ("accuracy", 3, 4)
+    assert results["calibrator_options"]["percentile"] == cfg.calibrator.percentile
+    assert OmegaConf.load(run_dir / "config.yaml").dataset.calibration_size == 3
+
+
+def test_saved_scales_rebuild_the_quantized_model(ast_run):
+    cfg, run_dir, results = ast_run
+    L.seed_everything(cfg.seed, verbose=False)  # the tiny model's random weights, as the run built them
+    adapter = quantized_adapter(cfg.model, cfg.quant)
+    load_scales(adapter.model, run_dir / "scales.pt")
+    data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
+    data.setup()
+    fp = json.loads((run_dir / "predictions.json").read_text())
+    trainer = instantiate(cfg.trainer, logger=False)
+    again = evaluate(adapter, trainer, data.test_dataloader(), "reloaded", fp["fp"])
+    assert again.predictions == fp["quantized"]
+    assert again.fidelity_kl == pytest.approx(results["fidelity_kl"], rel=1e-6, abs=1e-12)
+    assert again.fidelity_kl > 0  # the quantizers are on: outputs differ from FP
+
+
+def test_finished_run_is_skipped(ast_run, caplog):
+    cfg, run_dir, _ = ast_run
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    with caplog.at_level("INFO"):
+        assert run_experiment(cfg, run_dir) is None
+    assert "skipped" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
+@pytest.mark.parametrize("ptq, phase", [("smoothquant", "before_quantize"), ("gptq", "after_weight_calibration")])
+def test_ptq_stages_run_in_their_phase(tmp_path, ptq, phase):
+    cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
+                      f"ptq={ptq}", "calibrator=minmax", "logger=csv", f"out_dir={tmp_path / 'out'}")
+    results = run_experiment(cfg, tmp_path / "run")
+    assert [r["phase"] for r in results["ptq_reports"]] == [phase]
+    assert results["ptq"] == [results["ptq_reports"][0]["stage"]]
