@@ -63,11 +63,13 @@ class Evaluator(L.LightningModule):
 
     def test_step(self, batch: Mapping, batch_idx: int) -> None:
         inputs = batch["inputs"]
-        predictions = self.adapter.predict(inputs)
+        if self.fp_predictions is None:
+            predictions = self.adapter.predict(inputs)
+        else:
+            predictions, q_logits = self.adapter.predict_and_forward(inputs)
         self._predictions.update(zip(batch["names"], predictions))
         self._references.update(zip(batch["names"], batch["targets"]))
         if self.fp_predictions is not None:
-            q_logits = self.adapter.forward(inputs)
             with quantizers_off(self.model):
                 fp_logits = self.adapter.forward(inputs)
             kl, positions = kl_sum(fp_logits, q_logits, prediction_mask(self.adapter, inputs, q_logits))

@@ -129,7 +129,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
 
     fp = fp_reference(cfg, adapter, data, trainer)  # of the untouched model: PTQ stages may transform it below
-    batches = [batch["inputs"] for batch in data.calibration_dataloader(calibration_targets(adapter, data))]
+    loader = data.calibration_dataloader(calibration_targets(adapter, data), pack=cfg.dataset.pack_calibration)
+    batches = [batch["inputs"] for batch in loader]
     forward_loop = forward_loop_over(adapter, batches, "calibration")
     stages = build_stages(cfg.ptq.stages)
     calibrator = instantiate(cfg.calibrator)

@@ -111,3 +111,12 @@ def test_normaliser_treats_reference_and_hypothesis_alike():
     assert normalize_text("$2 million, 3.5 percent") == "two million dollars three point five percent"
     assert error_rates(["Seven cats."], ["7 cats"])["wer"] == 0.0
     assert error_rates(["seven dogs"], ["7 cats"])["wer"] == 0.5
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_predict_and_forward_equals_separate_calls(name):
+    adapter = tiny_adapter(name)
+    batch = adapter.collate(waves(2), targets_for(adapter, 2))
+    predictions, logits = adapter.predict_and_forward(batch)
+    assert predictions == adapter.predict(batch)
+    assert torch.allclose(logits, adapter.forward(batch).detach(), atol=1e-6)

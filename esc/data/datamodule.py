@@ -141,9 +141,20 @@ class AudioDataModule(L.LightningDataModule):
         return DataLoader(list(examples), batch_size=self.cfg["batch_size"], shuffle=False,
                           collate_fn=partial(collate, self.adapter))
 
-    def calibration_dataloader(self, targets: Sequence[str] | None = None) -> DataLoader:
-        """Calibration batches; unlabelled clips need `targets` where the model's forward needs them."""
-        return self.loader(self.calibration, targets)
+    def calibration_dataloader(self, targets: Sequence[str] | None = None, pack: bool = False) -> DataLoader:
+        """Calibration batches; unlabelled clips need `targets` where the model's forward needs them.
+
+        With `pack`, clips are packed into the model's fixed input window when it has one (Whisper's 30 s).
+        """
+        examples = self.calibration
+        if targets is not None:
+            examples = [Example(e.name, e.audio, t, e.digest) for e, t in zip(examples, targets, strict=True)]
+        window = self.adapter.input_window_samples
+        if pack and window:
+            from esc.data.packing import pack_examples
+
+            examples = pack_examples(examples, window, self.adapter.sampling_rate)
+        return self.loader(examples)
 
     def test_dataloader(self) -> DataLoader:
         return self.loader(self.evaluation)

@@ -52,6 +52,11 @@ class ModelAdapter(ABC):
         self.processor = processor
         self.sampling_rate = sampling_rate
 
+    @property
+    def input_window_samples(self) -> int | None:
+        """The fixed input length the model always pays for (None: inputs are as long as the audio)."""
+        return None
+
     @abstractmethod
     def collate(self, audios: Sequence[np.ndarray], targets: Sequence | None = None) -> dict[str, torch.Tensor]:
         """Features for a list of mono float32 waveforms at `sampling_rate`, plus encoded targets."""
@@ -67,6 +72,11 @@ class ModelAdapter(ABC):
     @abstractmethod
     def predict(self, batch: dict[str, torch.Tensor]) -> list:
         """Predicted labels (classification) or transcripts (recognition)."""
+
+    def predict_and_forward(self, batch: dict[str, torch.Tensor]) -> tuple[list, torch.Tensor]:
+        """Predictions and task logits of one batch (families with an expensive shared encoder share it)."""
+        with torch.no_grad():
+            return self.predict(batch), self.forward(batch)
 
     def score(self, predictions: Sequence, references: Sequence) -> dict[str, float]:
         """The task metric(s) of predictions against references."""

@@ -49,6 +49,11 @@ class WhisperAdapter(ModelAdapter):
     def tokenizer(self):
         return self.processor.tokenizer
 
+    @property
+    def input_window_samples(self) -> int:
+        """The encoder's window (30 s for real models): shorter audio is padded up to it."""
+        return self.processor.feature_extractor.n_samples
+
     def encode_text(self, text: str) -> list[int]:
         """Token ids of a transcript as Whisper writes it (leading space, no special tokens)."""
         return self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
@@ -73,14 +78,26 @@ class WhisperAdapter(ModelAdapter):
         batch = self._on_device(batch)
         return self.model(input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"]).logits
 
+    def _encode(self, batch) -> BaseModelOutput:
+        features = self._on_device(batch)["input_features"]
+        return BaseModelOutput(last_hidden_state=self.model.get_encoder()(features).last_hidden_state)
+
+    @torch.no_grad()
+    def predict_and_forward(self, batch):
+        """Greedy transcripts and teacher-forced logits from one encoder pass (the 30 s encoder dominates)."""
+        encoded = self._encode(batch)
+        ids = batch["decoder_input_ids"].to(self.device)
+        return self._greedy(encoded), self.model(encoder_outputs=encoded, decoder_input_ids=ids).logits
+
     def loss(self, batch):
         logits = self.forward(batch)
         return F.cross_entropy(logits.flatten(0, 1), batch["labels"].to(self.device).flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def predict(self, batch):
-        batch = self._on_device(batch)
-        encoded = BaseModelOutput(last_hidden_state=self.model.get_encoder()(batch["input_features"]).last_hidden_state)
+        return self._greedy(self._encode(batch))
+
+    def _greedy(self, encoded: BaseModelOutput) -> list[str]:
         n = encoded.last_hidden_state.shape[0]
         step_input = torch.tensor([self.prompt] * n, device=self.device)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
