@@ -147,12 +147,31 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     with stage("calibrate") as calib:
         calibrator.calibrate(adapter.model, forward_loop)
     save_scales(adapter.model, run_dir / "scales.pt")
+    search = record_search(calibrator, run_dir, logger)
     with stage("evaluate quantized"):
         quantized = evaluate(adapter, trainer, data.test_dataloader(), "quantized", fp["predictions"])
 
     results = summarise(cfg, adapter, data, fp, quantized, calibrator, calib["seconds"], stages, ptq_reports)
+    if search is not None:
+        results["search"] = search
     record(cfg, run_dir, logger, results, {"fp": fp["predictions"], "quantized": quantized.predictions})
     return results
+
+
+def record_search(calibrator, run_dir: Path, logger) -> dict | None:
+    """For calibrators that search (ESC): per-generation history to the logger and `search_history.json`, the
+    convergence plot, and a summary for results.json. None for one-shot calibrators."""
+    history = getattr(calibrator, "history", None)
+    if not history:
+        return None
+    for entry in history:
+        logger.log_metrics({f"search/{k}": float(v) for k, v in entry.items() if k != "generation"},
+                           step=int(entry["generation"]))
+    write_json(run_dir / "search_history.json", history)
+    calibrator.save_plot(run_dir / "search_convergence.png")
+    return {"start_fitness": calibrator.start_fitness, "best_fitness": calibrator.best_fitness,
+            "generations": len(history), "evaluations": history[-1]["evaluations"],
+            "evals_per_s": history[-1]["evals_per_s"]}
 
 
 def record(cfg: DictConfig, run_dir: Path, logger, results: dict, predictions: dict) -> None:

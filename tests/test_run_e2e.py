@@ -90,3 +90,17 @@ def test_ptq_stages_run_in_their_phase(tmp_path, ptq, phase):
     results = run_experiment(cfg, tmp_path / "run")
     assert [r["phase"] for r in results["ptq_reports"]] == [phase]
     assert results["ptq"] == [results["ptq_reports"][0]["stage"]]
+
+
+def test_esc_run_records_its_search(tmp_path):
+    cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
+                      "calibrator=esc", "calibrator.max_generations=2", "calibrator.popsize=4", "quant=w8a4",
+                      "logger=csv", f"out_dir={tmp_path / 'out'}")
+    results = run_experiment(cfg, tmp_path / "run")
+    search = results["search"]
+    assert results["calibrator"] == "esc" and search["generations"] == 2
+    assert search["best_fitness"] <= search["start_fitness"]
+    assert search["evaluations"] >= 1 + 2 * 4  # the start, then two generations of four candidates
+    history = json.loads((tmp_path / "run" / "search_history.json").read_text())
+    assert [h["generation"] for h in history] == [1, 2]
+    assert (tmp_path / "run" / "search_convergence.png").stat().st_size > 0
