@@ -16,7 +16,8 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
-from esc.calib.fitness import prediction_mask, quantizers_off
+from esc.calib.fitness import prediction_mask
+from esc.quant.model import quantizers_off
 from esc.models.base import ModelAdapter
 
 

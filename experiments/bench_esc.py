@@ -14,34 +14,17 @@ Per model (W8A8, calibration batch of 2 random 1 s clips, KL fitness), medians o
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from bench_common import arguments, load_adapter, median_ms, random_batch, w8a8_placement
 
 from esc.calib.esc import ESCCalibrator, ScaleVector
-from esc.calib.fitness import make_fitness
-from esc.models.registry import build_adapter
 from esc.quant.model import quantize_model
-from esc.quant.placement import Placement
 from esc.quant.quantizer import integer_range
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ("ast_tiny", "wav2vec2_ctc_tiny", "whisper_tiny")
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, cached quantized weights, cached FP targets)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def tile_quantizers(scales: ScaleVector, candidates: np.ndarray) -> None:
@@ -58,21 +41,10 @@ def tile_quantizers(scales: ScaleVector, candidates: np.ndarray) -> None:
         q._fake_quantize = fake_quantize
 
 
-def random_batch(adapter, seconds: float, batch_size: int) -> dict:
-    rng = np.random.default_rng(0)
-    audios = [(0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32) for _ in range(batch_size)]
-    if adapter.task == "classification":
-        targets = [adapter.labels[i % len(adapter.labels)] for i in range(batch_size)]
-    else:
-        targets = ["the quick brown fox jumps over the lazy dog"] * batch_size
-    return adapter.collate(audios, targets)
-
-
 def bench(model_name: str, repeats: int, popsize: int, seconds: float, batch_size: int) -> str:
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
+    adapter = load_adapter(model_name)
     batch = random_batch(adapter, seconds, batch_size)
-    placement = Placement.from_config(OmegaConf.to_container(OmegaConf.load(CONF / "quant" / "w8a8.yaml")))
-    quantize_model(adapter.model, placement)
+    quantize_model(adapter.model, w8a8_placement())
     calibrator = ESCCalibrator(popsize=popsize, max_generations=3)
     fitness = calibrator.bind(adapter, [batch])
     with torch.no_grad():
@@ -99,13 +71,7 @@ def bench(model_name: str, repeats: int, popsize: int, seconds: float, batch_siz
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--real", action="store_true", help="also the real Whisper tiny.en (5 s clip, 30 s input)")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--popsize", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=2)
-    args = parser.parse_args()
+    args = arguments(__doc__, popsize=8)
     torch.set_num_threads(args.threads)
     print("model forward_ms fitness_ms ratio evals_per_s seq_ms tiled_ms")
     for name in TINY:

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from esc.calib.cma_search import CHECKPOINT_NAME
 from esc.calib.esc import ESCCalibrator
-from esc.calib.fitness import make_fitness, quantizers_off
+from esc.calib.fitness import make_fitness
+from esc.quant.model import quantizers_off
 from esc.calib.mse import MSECalibrator
 from esc.calib.registry import make_calibrator
 from esc.models.registry import build_adapter

@@ -16,7 +16,6 @@ from esc.data.datamodule import AudioDataModule
 from esc.data.hub import DatasetUnavailableError
 from esc.models.base import CheckpointError
 from esc.models.registry import build_adapter
-from esc.ptq.registry import build_stages
 from esc.quant.model import quantize_model, quantizers
 from esc.quant.placement import Placement
 from esc.results import config_id

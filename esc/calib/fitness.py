@@ -10,29 +10,15 @@ once, on the first call, with every quantizer switched off, and cached: candidat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from esc.models.base import ModelAdapter
-from esc.quant.model import quantizers
+from esc.quant.model import quantizers_off
 
 FITNESS_KINDS = ("kl", "task_loss")
-
-
-@contextmanager
-def quantizers_off(model: nn.Module):
-    """Switch every quantizer off, restoring each one's own on/off state afterwards."""
-    states = [(q, q.enabled) for q in quantizers(model)]
-    for q, _ in states:
-        q.enabled = False
-    try:
-        yield
-    finally:
-        for q, enabled in states:
-            q.enabled = enabled
 
 
 def prediction_mask(adapter: ModelAdapter, batch: dict, logits: torch.Tensor) -> torch.Tensor:

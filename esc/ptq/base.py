@@ -9,14 +9,12 @@ Calibration data reaches a stage as the adapter's batches; stages know nothing a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from esc.models.base import ModelAdapter
-from esc.quant.model import quantizers
 
 PHASES = ("before_quantize", "after_weight_calibration")
 
@@ -55,14 +53,3 @@ def tied_parameters(model: nn.Module) -> set[int]:
     return {ptr for ptr, count in seen.items() if count > 1}
 
 
-@contextmanager
-def activation_quantizers_off(model: nn.Module) -> Iterator[None]:
-    """Switch activation quantizers off (they are not calibrated yet), restoring each one's state afterwards."""
-    states = [(q, q.enabled) for q in quantizers(model, "activation")]
-    for q, _ in states:
-        q.enabled = False
-    try:
-        yield
-    finally:
-        for q, enabled in states:
-            q.enabled = enabled

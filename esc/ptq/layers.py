@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from esc.models.base import ModelAdapter
-from esc.ptq.base import activation_quantizers_off, run_batches, tied_parameters
+from esc.ptq.base import run_batches, tied_parameters
+from esc.quant.model import quantizers_off
 from esc.quant.model import QuantizedLayer
 from esc.quant.quantizer import Quantizer, integer_range
 
@@ -106,7 +107,7 @@ def layerwise(adapter: ModelAdapter, batches: Sequence[dict], targets: dict[str,
     (each with the seconds its solve took). Activation quantizers are off: they are not calibrated yet."""
     reports: dict[str, dict] = {}
     names = list(targets)
-    with activation_quantizers_off(adapter.model):
+    with quantizers_off(adapter.model, "activation"):
         while names:
             pending, used = {}, 0.0
             while names and (not pending or used + _size_mb(targets[names[0]]) <= budget_mb):

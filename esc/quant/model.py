@@ -9,6 +9,7 @@ quantizers and the model switches to the quantized attention function.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -88,6 +89,19 @@ def set_enabled(model: nn.Module, enabled: bool, kind: str | None = None) -> Non
     """Switch quantizers on or off (those whose spec says off stay off when switching on)."""
     for q in quantizers(model, kind):
         q.enabled = enabled and q.spec.enabled
+
+
+@contextmanager
+def quantizers_off(model: nn.Module, kind: str | None = None) -> Iterator[None]:
+    """Switch quantizers (all, or one kind) off for a block, restoring each one's own state afterwards."""
+    states = [(q, q.enabled) for q in quantizers(model, kind)]
+    for q, _ in states:
+        q.enabled = False
+    try:
+        yield
+    finally:
+        for q, enabled in states:
+            q.enabled = enabled
 
 
 def census(model: nn.Module) -> str:
