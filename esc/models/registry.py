@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
 
 from esc.models.ast import ASTAdapter
-from esc.models.base import ModelAdapter
+from esc.models.base import CheckpointError, ModelAdapter
 from esc.models.wav2vec2 import Wav2Vec2ClassificationAdapter, Wav2Vec2CTCAdapter
 from esc.models.whisper import WhisperAdapter
 
@@ -15,7 +17,17 @@ ADAPTERS: dict[tuple[str, str], type[ModelAdapter]] = {
     ("wav2vec2", "ctc"): Wav2Vec2CTCAdapter,
     ("whisper", "seq2seq"): WhisperAdapter,
 }
-SOURCES = ("pretrained", "config", "ct2")
+SOURCES = ("pretrained", "bundled", "config", "ct2")
+
+
+def bundled_model(name: str) -> Path:
+    """The folder of the checkpoint `name` shipped under `esc/assets/models/` (see its metrics.json)."""
+    root = Path(str(resources.files("esc") / "assets" / "models"))
+    path = root / str(name)
+    if not (path / "config.json").is_file():
+        found = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
+        raise CheckpointError(f"no bundled model {name!r} in {root}; bundled models: {', '.join(found) or 'none'}")
+    return path
 
 
 def _labels(cfg: Mapping) -> list[str]:
@@ -27,9 +39,10 @@ def _labels(cfg: Mapping) -> list[str]:
 
 
 def build_adapter(cfg: Mapping) -> ModelAdapter:
-    """Build from `family`, `task`, `source` (pretrained | config | ct2), `path`, `config`, `labels`.
+    """Build from `family`, `task`, `source` (pretrained | bundled | config | ct2), `path`, `config`, `labels`.
 
-    `source: pretrained` loads `path` (hub id or local directory) with from_pretrained; `source: config`
+    `source: pretrained` loads `path` (hub id or local directory) with from_pretrained; `source: bundled` loads
+    the checkpoint folder `path` shipped under `esc/assets/models/` (trained with esc.train); `source: config`
     builds a random model from the `config` fields (tests, training from scratch); `source: ct2` imports a
     CTranslate2 Whisper directory (`path`, default the bundled real tiny.en).
     """
@@ -43,6 +56,8 @@ def build_adapter(cfg: Mapping) -> ModelAdapter:
         if not cfg.get("path"):
             raise ValueError(f"model {cfg.get('name')!r}: source 'pretrained' needs model.path (hub id or directory)")
         return adapter_class.from_pretrained(str(cfg["path"]), attn_implementation=attn)
+    if source == "bundled":
+        return adapter_class.from_pretrained(str(bundled_model(cfg.get("path"))), attn_implementation=attn)
     if source == "config":
         extra = {"labels": _labels(cfg)} if adapter_class.task == "classification" else {}
         return adapter_class.from_config(dict(cfg.get("config") or {}), attn_implementation=attn, **extra)

@@ -1,0 +1,129 @@
+"""Training small classifiers (esc.train, esc.training, esc.augment) and loading bundled checkpoints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import pytest
+import torch
+import yaml
+from audio_folders import LABELS, tone, write_folder
+from hydra import compose, initialize_config_dir
+from run_helpers import CONF
+from safetensors.torch import load_file
+
+from esc.augment import AugmentConfig, augment_batch, mask, stretch
+from esc.models.base import CheckpointError
+from esc.models.registry import build_adapter
+from esc.train import train
+
+NO_AUGMENT = [f"augment.{f.name}=0" for f in fields(AugmentConfig)] + ["label_smoothing=0", "mixup=0"]
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def train_tiny(tmp_path, *overrides: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Two epochs of `ast_tiny` on a tiny folder; the metrics and the saved weights."""
+    data = tmp_path / "data"
+    if not data.exists():
+        write_folder(data, n_calibration=8, n_evaluation=4)
+    out = tmp_path / "out"
+    cfg = compose_train("model=ast_tiny", f"dataset.path={data}", "epochs=2", "batch_size=4", "threads=1",
+                        f"out={out}", f"score_on.asterisk={data / 'evaluation'}", *overrides)
+    return train(cfg, command="python -m esc.train ..."), load_file(out / "model.safetensors")
+
+
+def test_training_writes_a_checkpoint_that_loads_as_pretrained(tmp_path):
+    metrics, weights = train_tiny(tmp_path)
+    out = tmp_path / "out"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["val_accuracy"] == metrics["val_accuracy"] and 0.0 <= saved["val_accuracy"] <= 1.0
+    assert saved["n_train"] == 8 and saved["n_val"] == 4 and saved["command"] == "python -m esc.train ..."
+    assert saved["scores"]["asterisk"]["n"] == 4
+    adapter = build_adapter({"family": "ast", "task": "classification", "source": "pretrained", "path": str(out)})
+    assert adapter.labels == list(LABELS)
+    # Saving what was loaded gives back the trained weights (transformers renames modules on load, not on save).
+    adapter.model.save_pretrained(tmp_path / "again")
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    assert again.keys() == weights.keys() and all(torch.equal(again[k], weights[k]) for k in weights)
+    # The trained weights moved away from a fresh random initialisation of the same config.
+    fresh = build_adapter(yaml.safe_load((CONF / "model" / "ast_tiny.yaml").read_text())).model.state_dict()
+    assert not torch.equal(fresh["classifier.dense.weight"], weights["classifier.dense.weight"])
+    predictions = adapter.predict(adapter.collate([tone(1), tone(2)]))
+    assert set(predictions) <= set(LABELS)
+
+
+@pytest.mark.parametrize("override", ["augment.speed=0.3", "augment.mel_warp=0.3", "augment.time_masks=2",
+                                      "label_smoothing=0.3", "mixup=0.4"])
+def test_training_keys_reach_the_code(tmp_path, override):
+    _, plain = train_tiny(tmp_path, *NO_AUGMENT)
+    _, changed = train_tiny(tmp_path, *NO_AUGMENT, override, "augment.time_mask_width=0.3")
+    assert not torch.equal(plain["classifier.dense.weight"], changed["classifier.dense.weight"])
+
+
+def test_train_config_augment_keys_are_the_augment_fields():
+    assert set(compose_train("dataset.path=x").augment) == {f.name for f in fields(AugmentConfig)}
+
+
+def _spectrograms():
+    return {"input_values": torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(0)),
+            "labels": torch.tensor([0, 1, 2])}
+
+
+def test_zero_augmentation_leaves_inputs_unchanged():
+    batch = _spectrograms()
+    out = augment_batch(batch, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(out["input_values"], batch["input_values"]) and torch.equal(out["labels"], batch["labels"])
+
+
+@pytest.mark.parametrize("key, value", [("time_shift", 0.2), ("speed", 0.3), ("mel_warp", 0.3),
+                                        ("time_masks", 2), ("freq_masks", 2)])
+def test_each_augmentation_changes_spectrograms(key, value):
+    cfg = AugmentConfig(time_mask_width=0.3, freq_mask_width=0.3, **{key: value})
+    batch = _spectrograms()
+    out = augment_batch(batch, cfg, torch.Generator().manual_seed(0))
+    assert out["input_values"].shape == batch["input_values"].shape
+    assert not torch.equal(out["input_values"], batch["input_values"])
+    assert torch.equal(out["labels"], batch["labels"])
+
+
+def test_frequency_augmentation_leaves_waveforms_and_masks_alone():
+    waves = {"input_values": torch.randn(2, 100), "attention_mask": torch.ones(2, 100, dtype=torch.int32)}
+    cfg = AugmentConfig(mel_warp=0.5, freq_masks=3, freq_mask_width=0.5)
+    out = augment_batch(waves, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out["input_values"], waves["input_values"])
+    sped = augment_batch(waves, AugmentConfig(speed=0.5), torch.Generator().manual_seed(0))
+    assert not torch.equal(sped["input_values"], waves["input_values"])
+    assert torch.equal(sped["attention_mask"], waves["attention_mask"])
+
+
+def test_stretch_reads_scaled_positions():
+    x = torch.arange(6, dtype=torch.float32).view(1, 6)
+    assert torch.equal(stretch(x, 1, torch.tensor([1.0])), x)
+    assert torch.allclose(stretch(x, 1, torch.tensor([2.0])), torch.tensor([[0.0, 2, 4, 5, 5, 5]]))
+    assert torch.allclose(stretch(x, 1, torch.tensor([0.5])), torch.tensor([[0.0, 0.5, 1, 1.5, 2, 2.5]]))
+
+
+def test_mask_fills_bands_with_the_example_mean():
+    x = torch.arange(20, dtype=torch.float32).view(1, 20) + 1.0
+    out = mask(x, 1, count=1, width=0.5, generator=torch.Generator().manual_seed(3))
+    changed = out != x
+    assert changed.any() and changed.sum() <= 10
+    assert torch.all(out[changed] == x.mean())
+
+
+def test_bundled_model_loads_and_classifies():
+    adapter = build_adapter(yaml.safe_load((CONF / "model" / "ast_kws.yaml").read_text()))
+    keywords = yaml.safe_load((CONF / "model" / "ast_kws_scratch.yaml").read_text())["labels"]
+    assert adapter.labels == keywords and len(keywords) == 35
+    predictions = adapter.predict(adapter.collate([tone(i, seconds=1.0) for i in range(3)]))
+    assert len(predictions) == 3 and set(predictions) <= set(keywords)
+
+
+def test_missing_bundled_model_names_the_bundled_ones():
+    with pytest.raises(CheckpointError, match=r"no bundled model 'nope'.*ast_kws"):
+        build_adapter({"family": "ast", "task": "classification", "source": "bundled", "path": "nope"})
