@@ -174,3 +174,28 @@ def test_state_dict_adopts_saved_scale_shape():
     assert torch.equal(dst.scale, src.scale) and torch.equal(dst.zero_point, src.zero_point)
     w = torch.randn(4, 3)
     assert torch.equal(dst(w), src(w))
+
+
+@pytest.mark.parametrize("bits, symmetric, zero_point", [(8, True, 0), (4, True, 0), (2, True, 0), (16, True, 0),
+                                                         (8, False, 7), (4, False, 3)])
+def test_inference_fake_quantization_is_bit_exact_with_the_fused_kernel(bits, symmetric, zero_point):
+    from esc.quant.quantizer import fake_quantize_inference, integer_range
+
+    qmin, qmax = integer_range(bits, symmetric)
+    x = torch.randn(50_000, generator=torch.Generator().manual_seed(bits)) * 3
+    for value in (1e-4, 0.0123, 0.37):
+        scale, zp = torch.tensor(value), torch.tensor(zero_point, dtype=torch.int32)
+        expected = torch.fake_quantize_per_tensor_affine(x, scale, zp, qmin, qmax)
+        assert torch.equal(fake_quantize_inference(x, scale, zp, qmin, qmax), expected)
+
+
+def test_quantizer_uses_the_gradient_path_only_when_a_gradient_is_needed():
+    q = Quantizer("x", "activation", QuantSpec(4, True, "tensor"))
+    q.set_range(-1.0, 1.0)
+    x = torch.linspace(-2, 2, 101, requires_grad=True)
+    q(x).sum().backward()
+    # Straight-through inside the clipping range (about [-8.5, 7.5] steps of 1/7), zero outside.
+    inside = (x.detach() > -8 / 7) & (x.detach() < 1.0)
+    assert torch.all(x.grad[inside] == 1) and torch.all(x.grad[x.detach().abs() > 1.3] == 0)
+    with torch.no_grad():
+        assert torch.equal(q(x), torch.fake_quantize_per_tensor_affine(x, q.scale, q.zero_point, -8, 7))

@@ -86,6 +86,19 @@ def weight_groups(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     return rows.reshape(rows.shape[0], -1, group_size)
 
 
+def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                            qmax: int) -> torch.Tensor:
+    """Per-tensor fake quantization without autograd, equal bit for bit to torch's fused kernel.
+
+    The fused kernel also builds the straight-through gradient mask, even under no_grad, and costs about 2.5x
+    these in-place passes on CPU; on the real Whisper it was 40% of a quantized forward.
+    """
+    y = torch.mul(x, torch.reciprocal(scale)).round_()  # the kernel's x * (1/scale), rounded half to even
+    if zero_point.item() != 0:
+        return y.add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+    return y.clamp_(qmin, qmax).mul_(scale)
+
+
 class Quantizer(nn.Module):
     """Fake-quantizes one tensor (a weight or an activation) according to a `QuantSpec`.
 
@@ -168,7 +181,9 @@ class Quantizer(nn.Module):
         if not self.is_calibrated:
             raise RuntimeError(f"quantizer {self.name!r} is enabled but not calibrated")
         if self.scale.dim() == 0:
-            return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
+            if torch.is_grad_enabled() and x.requires_grad:
+                return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
+            return fake_quantize_inference(x, self.scale, self.zero_point, qmin, qmax)
         if self.spec.granularity == "group":
             return self._fake_quantize_per_group(x, qmin, qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, qmin, qmax)
