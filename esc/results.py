@@ -20,7 +20,8 @@ RESULTS = "results.json"
 # Settings that decide a run's outcome; logger, trainer, threads and output folders do not.
 RESULT_KEYS = ("model", "dataset", "quant", "calibrator", "ptq", "seed")
 # Settings of the data set that only decide the calibration draw, so they leave the FP evaluation unchanged.
-CALIBRATION_ONLY_KEYS = ("calibration_size", "calibration_seed", "calibration_split", "calibration_filter")
+CALIBRATION_ONLY_KEYS = ("calibration_size", "calibration_seed", "calibration_split", "calibration_filter",
+                         "pack_calibration")
 
 
 def digest(data: object, length: int = 10) -> str:

@@ -104,3 +104,13 @@ def test_esc_run_records_its_search(tmp_path):
     history = json.loads((tmp_path / "run" / "search_history.json").read_text())
     assert [h["generation"] for h in history] == [1, 2]
     assert (tmp_path / "run" / "search_convergence.png").stat().st_size > 0
+
+
+def test_fp_cache_is_shared_by_settings_that_only_change_calibration(tmp_path):
+    from esc.results import fp_cache_path
+
+    base = ("model=ast_tiny", "dataset=folder", f"dataset.path={tmp_path}", f"out_dir={tmp_path / 'out'}")
+    reference = fp_cache_path(compose_run(*base))
+    for override in ("dataset.pack_calibration=false", "dataset.calibration_size=2", "seed=3", "quant=w4a4"):
+        assert fp_cache_path(compose_run(*base, override)) == reference, override
+    assert fp_cache_path(compose_run(*base, "dataset.eval_limit=1")) != reference
