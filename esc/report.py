@@ -24,7 +24,8 @@ from esc.results import find_results, read_json, write_atomic  # noqa: E402
 
 
 def calibrator_labels(runs: Sequence[dict]) -> list[str]:
-    """Row label per run: the calibrator name, plus the options that tell apart runs sharing that name."""
+    """Row label per run: the PTQ stages (if any) and the calibrator name, plus the calibrator options that tell
+    apart runs sharing that name."""
     variants = defaultdict(list)
     for run in runs:
         options = run.get("calibrator_options", {})
@@ -35,7 +36,9 @@ def calibrator_labels(runs: Sequence[dict]) -> list[str]:
         options = variants[run["calibrator"]]
         varying = sorted(k for k in options[0] if any(o.get(k) != options[0][k] for o in options))
         own = run.get("calibrator_options", {})
-        labels.append(run["calibrator"] + (f" ({', '.join(f'{k}={own[k]}' for k in varying)})" if varying else ""))
+        label = run["calibrator"] + (f" ({', '.join(f'{k}={own[k]}' for k in varying)})" if varying else "")
+        stages = run.get("ptq") or []
+        labels.append(f"{'+'.join(stages)} + {label}" if stages else label)  # PTQ chains are rows of their own
     return labels
 
 

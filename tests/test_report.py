@@ -65,3 +65,9 @@ def test_labels_show_only_the_options_that_differ():
 def test_report_of_an_empty_folder_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         report(tmp_path)
+
+
+def test_ptq_chains_get_rows_of_their_own():
+    runs = [{"calibrator": "mse", "calibrator_options": {}, "ptq": []},
+            {"calibrator": "mse", "calibrator_options": {}, "ptq": ["smoothquant", "gptq"]}]
+    assert calibrator_labels(runs) == ["mse", "smoothquant+gptq + mse"]
