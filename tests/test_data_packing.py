@@ -38,3 +38,32 @@ def test_only_models_with_a_fixed_window_pack():
     assert adapter("whisper_tiny").input_window_samples == 16000  # the tiny config's 1 s encoder window
     assert adapter("ast_tiny").input_window_samples is None
     assert compose_run().dataset.pack_calibration is True
+
+
+def test_calibration_loader_packs_short_clips_into_the_window(tmp_path):
+    import soundfile as sf
+    from omegaconf import OmegaConf
+
+    from esc.data.datamodule import AudioDataModule
+    from esc.models.registry import build_adapter
+    from tests.run_helpers import compose_run
+
+    rng = np.random.default_rng(0)
+    for split, n in (("calibration", 4), ("evaluation", 1)):
+        (tmp_path / split).mkdir()
+        rows = ["file_name,transcription"]
+        for i in range(n):
+            sf.write(tmp_path / split / f"{i}.wav", (0.3 * rng.standard_normal(3200)).astype(np.float32), 16000)
+            rows.append(f"{i}.wav,word {i}")
+        (tmp_path / split / "metadata.csv").write_text("\n".join(rows) + "\n")
+    counts = {}
+    for pack in (True, False):
+        cfg = compose_run("model=whisper_tiny", "dataset=folder", f"dataset.path={tmp_path}",
+                          f"dataset.pack_calibration={pack}", "dataset.batch_size=8")
+        adapter = build_adapter(OmegaConf.to_container(cfg.model, resolve=True))
+        data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
+        data.setup()
+        [batch] = list(data.calibration_dataloader(pack=cfg.dataset.pack_calibration))
+        counts[pack] = len(batch["names"])
+    # Four 0.2 s clips: unpacked four windows; packed two per 1 s window (0.2 + 0.3 gap + 0.2 + 0.3 + 0.2 = 1.2 s > 1 s).
+    assert counts == {False: 4, True: 2}
