@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -168,10 +169,15 @@ def record_search(calibrator, run_dir: Path, logger) -> dict | None:
         logger.log_metrics({f"search/{k}": float(v) for k, v in entry.items() if k != "generation"},
                            step=int(entry["generation"]))
     write_json(run_dir / "search_history.json", history)
+    # the solution after every generation, so budget curves can evaluate it without searching again
+    np.save(run_dir / "search_snapshots.npy", np.stack(calibrator.snapshots))
     calibrator.save_plot(run_dir / "search_convergence.png")
-    return {"start_fitness": calibrator.start_fitness, "best_fitness": calibrator.best_fitness,
-            "generations": len(history), "evaluations": history[-1]["evaluations"],
-            "evals_per_s": history[-1]["evals_per_s"]}
+    summary = {"start_fitness": calibrator.start_fitness, "best_fitness": calibrator.best_fitness,
+               "generations": len(history), "evaluations": history[-1]["evaluations"],
+               "evals_per_s": history[-1]["evals_per_s"]}
+    if calibrator.validation is not None:
+        summary["start_validation"], summary["chosen_validation"] = calibrator.validation
+    return summary
 
 
 def record(cfg: DictConfig, run_dir: Path, logger, results: dict, predictions: dict) -> None:

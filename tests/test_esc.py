@@ -118,6 +118,8 @@ def test_scales_stay_within_bounds_of_the_mse_start():
     ({"popsize": 1}, "popsize"), ({"sigma0": 0.0}, "sigma0"), ({"bound": 0.0}, "bound"), ({"bound": -1}, "bound"),
     ({"max_generations": 0}, "max_generations"), ({"fitness_batches": 0}, "fitness_batches"),
     ({"resume": True}, "checkpoint_dir"), ({"fitness": "wer"}, "fitness"),
+    ({"validation_batches": -1}, "validation_batches"), ({"patience": 2}, "patience needs validation"),
+    ({"patience": 0, "validation_batches": 1}, "patience"),
 ])
 def test_bad_settings_raise_before_any_work(options, message):
     with pytest.raises(ValueError, match=message):
@@ -178,3 +180,38 @@ def test_stopping_rules(options, generations):
     calibrator, _ = run_esc(**{"max_generations": 5, **options})
     assert len(calibrator.history) == generations
     assert calibrator.best_fitness <= calibrator.start_fitness
+
+
+def test_validation_batches_judge_candidates_but_never_enter_the_fitness():
+    adapter, batches, loop = tiny("ast_tiny")
+    MSECalibrator().calibrate(adapter.model, loop)
+    start = activation_scales(adapter.model).clone()
+    calibrator = ESCCalibrator(**{**QUICK, "max_generations": 4, "validation_batches": 1})
+    fitness = calibrator.bind(adapter, batches)
+    calibrator.calibrate(adapter.model, loop)
+    start_validation, chosen_validation = calibrator.validation
+    assert chosen_validation <= start_validation
+    assert fitness(adapter.model, [2]) == pytest.approx(chosen_validation, rel=1e-6)  # the scales written
+    assert [h["validation_best"] for h in calibrator.history] == sorted(
+        (h["validation_best"] for h in calibrator.history), reverse=True)
+    assert len(calibrator.snapshots) == 4
+    assert np.array_equal(calibrator.snapshots[-1], calibrator.best_log_multipliers)
+    for q, s in zip([q for q in quantizers(adapter.model, "activation") if not q.is_dynamic and q.is_calibrated],
+                    start):
+        q.scale.copy_(s)
+    assert fitness(adapter.model, [0, 1]) == pytest.approx(calibrator.start_fitness, rel=1e-6)  # batch 2 excluded
+
+
+def test_patience_stops_a_search_whose_validation_stalls():
+    # a huge step size scatters candidates far from the start, so validation rarely improves
+    calibrator, _ = run_esc(**{**QUICK, "sigma0": 3.0, "max_generations": 30, "validation_batches": 1,
+                               "patience": 2})
+    history = calibrator.history
+    assert len(history) < 30
+    before = history[-3]["validation_best"] if len(history) > 2 else calibrator.validation[0]
+    assert history[-1]["validation_best"] == history[-2]["validation_best"] == before  # 2 stale generations
+
+
+def test_validation_needs_a_fitness_batch_left():
+    with pytest.raises(ValueError, match="validation_batches=3"):
+        run_esc(validation_batches=3)

@@ -3,6 +3,7 @@
 import json
 
 import lightning as L
+import numpy as np
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -104,6 +105,7 @@ def test_esc_run_records_its_search(tmp_path):
     history = json.loads((tmp_path / "run" / "search_history.json").read_text())
     assert [h["generation"] for h in history] == [1, 2]
     assert (tmp_path / "run" / "search_convergence.png").stat().st_size > 0
+    assert np.load(tmp_path / "run" / "search_snapshots.npy").shape[0] == 2  # one solution per generation
 
 
 def test_fp_cache_is_shared_by_settings_that_only_change_calibration(tmp_path):

@@ -70,8 +70,8 @@ class ESCCalibrator(MSECalibrator):
 
     Settings are those of `SearchSettings` plus `fitness` (kl | task_loss) and the MSE options; see
     conf/calibrator/esc.yaml. After `calibrate`, `history` holds one dict per generation, `start_fitness` and
-    `best_fitness` the fitness of the local start and of the scales written, `best_log_multipliers` the
-    solution.
+    `best_fitness` the fitness of the local start and the best found on it, `best_log_multipliers` the
+    solution written (with `validation_batches`, the best on the held-out batches, see `validation`).
     """
 
     name = "esc"
@@ -80,13 +80,14 @@ class ESCCalibrator(MSECalibrator):
                  max_generations: int = 50, max_evals: int | None = None, timeout_s: float | None = None,
                  tolfun: float = 1e-8, fitness_batches: int | None = None, resample: bool = False,
                  diagonal: bool = False, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
-                 num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+                 validation_batches: int = 0, patience: int | None = None, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
         self.fitness_kind = fitness
         self.settings = SearchSettings(popsize, sigma0, bound, max_generations, max_evals, timeout_s, tolfun,
-                                       fitness_batches, resample, diagonal, seed, checkpoint_dir, resume).validate()
+                                       fitness_batches, resample, diagonal, seed, checkpoint_dir, resume,
+                                       validation_batches, patience).validate()
         self.fitness: Fitness | None = None
         self._state: SearchState | None = None
 
@@ -113,8 +114,9 @@ class ESCCalibrator(MSECalibrator):
             return fitness(model, subset)
 
         self._state = run_search(objective, len(scales), len(fitness), self.settings, scales.fingerprint())
-        scales.write(self._state.best_x)
-        log.info("esc: fitness %.6g -> %.6g", self._state.start_f, self._state.best_f)
+        scales.write(self._state.solution)
+        log.info("esc: fitness %.6g -> %.6g; validation %s -> %s", self._state.start_f, self._state.best_f,
+                 self._state.val_start_f, self._state.val_best_f)
         return stats
 
     @property
@@ -130,8 +132,21 @@ class ESCCalibrator(MSECalibrator):
         return self._state.best_f if self._state else None
 
     @property
+    def validation(self) -> tuple[float, float] | None:
+        """(local start, chosen solution) fitness on the held-out validation batches; None without them."""
+        if self._state is None or self._state.val_start_f is None:
+            return None
+        return self._state.val_start_f, self._state.val_best_f
+
+    @property
     def best_log_multipliers(self) -> np.ndarray | None:
-        return self._state.best_x if self._state else None
+        """The log-multipliers written to the model (best on validation when validation batches are held out)."""
+        return self._state.solution if self._state else None
+
+    @property
+    def snapshots(self) -> list[np.ndarray]:
+        """The solution after each generation (index g-1 for generation g), e.g. for budget curves."""
+        return self._state.snapshots if self._state else []
 
     def save_plot(self, path: str | Path) -> Path:
         """Write the convergence plot of the last search (PNG)."""
