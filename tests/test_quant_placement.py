@@ -47,6 +47,25 @@ def test_first_layer_rule_sets_eight_bits_over_a_four_bit_default():
     assert model.model.encoder.conv1.weight_quantizer.spec.granularity == "channel"
 
 
+@pytest.mark.parametrize("preset", ["w4a8_g64", "w4a4_g64"])
+def test_group_presets_keep_the_first_and_last_weights_at_eight_bits_per_channel(family, preset):
+    from run_helpers import compose_run
+    from omegaconf import OmegaConf
+
+    cfg = compose_run(f"quant={preset}")
+    model = quantize_model(family.build(), Placement.from_config(OmegaConf.to_container(cfg.quant, resolve=True)))
+    weights = {q.name: q.spec for q in quantizers(model, "weight")}
+    eight = {name for name, spec in weights.items() if spec.bits == 8}
+    assert eight and all(weights[name].granularity == "channel" for name in eight)
+    assert all(s.bits == 4 and s.granularity == "group" and s.group_size == 64
+               for name, s in weights.items() if name not in eight)
+    first = {"whisper": "model.encoder.conv1.weight_quantizer"}.get(family.name)
+    if first:
+        assert first in eight and "proj_out.weight_quantizer" in eight
+    assert len(eight) <= 3
+    assert all(q.bits == int(preset[-5]) for q in quantizers(model, "activation"))
+
+
 def test_rule_matching_nothing_warns_with_its_pattern(caplog):
     rules = [Rule.from_dict({"match": "*.nonexistent_layer.*", "bits": 4}),
              Rule.from_dict({"match": "*classifier*", "enabled": False})]
