@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from esc.budget import budget_curve
 from esc.calib.weights import calibrate_weights
 from esc.data.datamodule import AudioDataModule
 from esc.evaluate import Evaluation, evaluate
@@ -149,12 +150,17 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         calibrator.calibrate(adapter.model, forward_loop)
     save_scales(adapter.model, run_dir / "scales.pt")
     search = record_search(calibrator, run_dir, logger)
+    with stage("budget curve"):
+        curve = budget_curve(calibrator, list(cfg.get("budget_curve") or []), adapter, trainer,
+                             data.test_dataloader, fp["predictions"])
     with stage("evaluate quantized"):
         quantized = evaluate(adapter, trainer, data.test_dataloader(), "quantized", fp["predictions"])
 
     results = summarise(cfg, adapter, data, fp, quantized, calibrator, calib["seconds"], stages, ptq_reports)
     if search is not None:
         results["search"] = search
+    if curve:
+        results["budget_curve"] = curve
     record(cfg, run_dir, logger, results, {"fp": fp["predictions"], "quantized": quantized.predictions})
     return results
 

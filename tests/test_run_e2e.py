@@ -108,6 +108,21 @@ def test_esc_run_records_its_search(tmp_path):
     assert np.load(tmp_path / "run" / "search_snapshots.npy").shape[0] == 2  # one solution per generation
 
 
+def test_budget_curve_scores_the_search_as_it_stood_at_each_budget(tmp_path):
+    common = ("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}", "quant=w8a4",
+              "logger=csv", f"out_dir={tmp_path / 'out'}")
+    cfg = compose_run(*common, "calibrator=esc", "calibrator.max_generations=3", "calibrator.popsize=4",
+                      "budget_curve=[0,5,1000]")
+    results = run_experiment(cfg, tmp_path / "esc")
+    start, middle, end = results["budget_curve"]
+    assert [p["budget"] for p in results["budget_curve"]] == [0, 5, 1000]
+    assert (start["generation"], middle["generation"], end["generation"]) == (0, 1, 3)
+    assert end["fidelity_kl"] == pytest.approx(results["fidelity_kl"], rel=1e-9)  # final scales restored
+    assert end["accuracy"] == results["quantized"]
+    mse = run_experiment(compose_run(*common, "calibrator=mse"), tmp_path / "mse")
+    assert start["fidelity_kl"] == pytest.approx(mse["fidelity_kl"], rel=1e-6)  # budget 0 is the MSE start
+
+
 def test_fp_cache_is_shared_by_settings_that_only_change_calibration(tmp_path):
     from esc.results import fp_cache_path
 

@@ -250,6 +250,8 @@ def run_search(objective: Objective, dim: int, n_batches: int, settings: SearchS
         if f < state.best_f:
             state.best_x, state.best_f = np.asarray(x), f
         _validate(state, objective, np.asarray(x), pools)
+    if state.snapshots:  # the last generation's entry holds what is finally written, finalists included
+        state.snapshots[-1] = state.solution.copy()
     return state
 
 

@@ -20,7 +20,8 @@ How a run harness calls it (the only extension of the calibrator protocol is the
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ class ESCCalibrator(MSECalibrator):
                                        validation_batches, patience).validate()
         self.fitness: Fitness | None = None
         self._state: SearchState | None = None
+        self._scales: ScaleVector | None = None
 
     def bind(self, adapter: ModelAdapter, batches: Sequence[dict]) -> Fitness:
         """Build the configured fitness on the calibration batches (an empty split raises a ValueError)."""
@@ -104,7 +106,7 @@ class ESCCalibrator(MSECalibrator):
             raise ValueError("esc calibrator: no fitness; call bind(adapter, batches) or pass fitness=")
         self._state = None
         stats = super().calibrate(model, forward_loop)
-        scales = ScaleVector(model)
+        self._scales = scales = ScaleVector(model)
         if len(scales) == 0:
             log.warning("esc: no static activation quantizer to search; keeping the local start")
             return stats
@@ -148,6 +150,25 @@ class ESCCalibrator(MSECalibrator):
         """The solution after each generation (index g-1 for generation g), e.g. for budget curves."""
         return self._state.snapshots if self._state else []
 
+    def solution_at(self, evaluations: int) -> np.ndarray:
+        """The solution after the last generation that ended within `evaluations` fitness evaluations (the local
+        start, zeros, before the first); the last generation's solution is the one finally written."""
+        if self._state is None:
+            raise ValueError("esc calibrator: no search has run")
+        reached = [g for g, h in enumerate(self.history) if h["evaluations"] <= evaluations]
+        return self.snapshots[reached[-1]] if reached else np.zeros(len(self._scales))
+
+    @contextmanager
+    def scales_written(self, log_multipliers: np.ndarray) -> Iterator[None]:
+        """Hold other log-multipliers of the local start in the model, then restore the chosen solution."""
+        if self._state is None:
+            raise ValueError("esc calibrator: no search has run")
+        self._scales.write(log_multipliers)
+        try:
+            yield
+        finally:
+            self._scales.write(self._state.solution)
+
     def save_plot(self, path: str | Path) -> Path:
         """Write the convergence plot of the last search (PNG)."""
         return save_convergence_plot(self.history, path, self.start_fitness)
@@ -156,3 +177,4 @@ class ESCCalibrator(MSECalibrator):
         """Forget statistics and the last search (the bound fitness stays)."""
         super().reset()
         self._state = None
+        self._scales = None
