@@ -183,6 +183,10 @@ def record_search(calibrator, run_dir: Path, logger) -> dict | None:
                "evals_per_s": history[-1]["evals_per_s"]}
     if calibrator.validation is not None:
         summary["start_validation"], summary["chosen_validation"] = calibrator.validation
+    if calibrator.local_report:  # the block step: per-block reconstruction errors, before and after
+        write_json(run_dir / "local_search.json", calibrator.local_report)
+        summary["local_blocks"] = len(calibrator.local_report)
+        summary["local_seconds"] = sum(r["seconds"] for r in calibrator.local_report.values())
     return summary
 
 

@@ -120,6 +120,7 @@ def test_scales_stay_within_bounds_of_the_mse_start():
     ({"resume": True}, "checkpoint_dir"), ({"fitness": "wer"}, "fitness"),
     ({"validation_batches": -1}, "validation_batches"), ({"patience": 2}, "patience needs validation"),
     ({"patience": 0, "validation_batches": 1}, "patience"),
+    ({"local_search": True, "local_evals": 0}, "local_evals"),
 ])
 def test_bad_settings_raise_before_any_work(options, message):
     with pytest.raises(ValueError, match=message):
@@ -215,3 +216,12 @@ def test_patience_stops_a_search_whose_validation_stalls():
 def test_validation_needs_a_fitness_batch_left():
     with pytest.raises(ValueError, match="validation_batches=3"):
         run_esc(validation_batches=3)
+
+
+def test_local_search_refines_blocks_before_the_global_step():
+    plain, _ = run_esc(max_generations=1)
+    local, _ = run_esc(max_generations=1, local_search=True, local_evals=20)
+    assert not plain.local_report
+    assert local.local_report and all(r["error_after"] <= r["error_before"] for r in local.local_report.values())
+    assert any(r["error_after"] < r["error_before"] for r in local.local_report.values())
+    assert local.start_fitness != plain.start_fitness  # the global search starts from the refined scales

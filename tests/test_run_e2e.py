@@ -96,9 +96,13 @@ def test_ptq_stages_run_in_their_phase(tmp_path, ptq, phase):
 def test_esc_run_records_its_search(tmp_path):
     cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
                       "calibrator=esc", "calibrator.max_generations=2", "calibrator.popsize=4", "quant=w8a4",
-                      "logger=csv", f"out_dir={tmp_path / 'out'}")
+                      "calibrator.local_search=true", "calibrator.local_evals=10", "logger=csv",
+                      f"out_dir={tmp_path / 'out'}")
     results = run_experiment(cfg, tmp_path / "run")
     search = results["search"]
+    assert search["local_blocks"] == 2  # ast_tiny's two transformer blocks
+    assert json.loads((tmp_path / "run" / "local_search.json").read_text()).keys() == {
+        "audio_spectrogram_transformer.layers.0", "audio_spectrogram_transformer.layers.1"}
     assert results["calibrator"] == "esc" and search["generations"] == 2
     assert search["best_fitness"] <= search["start_fitness"]
     assert search["evaluations"] >= 1 + 2 * 4  # the start, then two generations of four candidates

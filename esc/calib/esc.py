@@ -1,7 +1,8 @@
 """ESC: Evolution-Strategy-based Calibration of static activation scales.
 
 Local step: every static activation quantizer gets its MSE-optimal range from the one statistics pass (this
-class is an `MSECalibrator`). Global step: CMA-ES searches all those scales jointly, as log-multipliers of
+class is an `MSECalibrator`); with `local_search`, each transformer block's scales are then refined against the
+block's output reconstruction error on cached block inputs (`esc.calib.local_search`). Global step: CMA-ES searches all those scales jointly, as log-multipliers of
 the local solution bounded to [-bound, bound], minimising a task-level fitness of the whole quantized model
 (`esc.calib.fitness`); the best scales found, never worse than the local start, are written to the model.
 Multiplying a scale by m multiplies the clipping range by m and keeps the zero point (asymmetric included).
@@ -25,45 +26,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from esc.calib.base import ForwardLoop
 from esc.calib.cma_search import SearchSettings, SearchState, run_search, save_convergence_plot
 from esc.calib.fitness import FITNESS_KINDS, Fitness, make_fitness
+from esc.calib.local_search import refine_blocks
 from esc.calib.mse import MSECalibrator
+from esc.calib.scale_vector import ScaleVector
 from esc.calib.stats import ActivationStats
 from esc.models.base import ModelAdapter
-from esc.quant.model import quantizers
-from esc.quant.quantizer import Quantizer
 
 log = logging.getLogger(__name__)
-
-
-class ScaleVector:
-    """The searched scales: one log-multiplier per static activation quantizer, applied in place.
-
-    Writing into the existing scale buffers (no new tensors, zero points untouched) keeps a candidate switch
-    to a few hundred scalar copies; weight quantizers and their cached fake-quantized weights are untouched.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.quantizers: list[Quantizer] = [q for q in quantizers(model, "activation")
-                                            if q.enabled and not q.is_dynamic and q.is_calibrated]
-        self.start = [q.scale.clone() for q in self.quantizers]
-
-    def __len__(self) -> int:
-        return len(self.quantizers)
-
-    def fingerprint(self) -> np.ndarray:
-        """The local start scales, to recognise a checkpoint made for this model and data."""
-        return np.array([s.double().sum().item() for s in self.start])
-
-    @torch.no_grad()
-    def write(self, log_multipliers: np.ndarray) -> None:
-        """Set every scale to its local start times exp(log-multiplier)."""
-        for q, start, m in zip(self.quantizers, self.start, np.exp(log_multipliers)):
-            torch.mul(start, float(m), out=q.scale)
 
 
 class ESCCalibrator(MSECalibrator):
@@ -81,7 +55,8 @@ class ESCCalibrator(MSECalibrator):
                  max_generations: int = 50, max_evals: int | None = None, timeout_s: float | None = None,
                  tolfun: float = 1e-8, fitness_batches: int | None = None, resample: bool = False,
                  diagonal: bool = False, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
-                 validation_batches: int = 0, patience: int | None = None, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+                 validation_batches: int = 0, patience: int | None = None, local_search: bool = False,
+                 local_evals: int = 60, local_max_batches: int | None = 8, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
@@ -89,6 +64,10 @@ class ESCCalibrator(MSECalibrator):
         self.settings = SearchSettings(popsize, sigma0, bound, max_generations, max_evals, timeout_s, tolfun,
                                        fitness_batches, resample, diagonal, seed, checkpoint_dir, resume,
                                        validation_batches, patience).validate()
+        if local_search and local_evals < 1:
+            raise ValueError(f"esc calibrator: local_evals must be >= 1, got {local_evals}")
+        self.local_search, self.local_evals, self.local_max_batches = local_search, local_evals, local_max_batches
+        self.local_report: dict[str, dict] = {}
         self.fitness: Fitness | None = None
         self._state: SearchState | None = None
         self._scales: ScaleVector | None = None
@@ -106,6 +85,9 @@ class ESCCalibrator(MSECalibrator):
             raise ValueError("esc calibrator: no fitness; call bind(adapter, batches) or pass fitness=")
         self._state = None
         stats = super().calibrate(model, forward_loop)
+        if self.local_search:  # the global search then starts from the refined scales
+            self.local_report = refine_blocks(model, forward_loop, self.settings, self.local_evals,
+                                              self.local_max_batches)
         self._scales = scales = ScaleVector(model)
         if len(scales) == 0:
             log.warning("esc: no static activation quantizer to search; keeping the local start")
@@ -178,3 +160,4 @@ class ESCCalibrator(MSECalibrator):
         super().reset()
         self._state = None
         self._scales = None
+        self.local_report = {}

@@ -1,0 +1,36 @@
+"""The scales ESC searches: the static activation quantizers of a model (or block), as log-multipliers of a start."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from esc.quant.model import quantizers
+from esc.quant.quantizer import Quantizer
+
+
+class ScaleVector:
+    """The searched scales: one log-multiplier per static activation quantizer, applied in place.
+
+    Writing into the existing scale buffers (no new tensors, zero points untouched) keeps a candidate switch
+    to a few hundred scalar copies; weight quantizers and their cached fake-quantized weights are untouched.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.quantizers: list[Quantizer] = [q for q in quantizers(model, "activation")
+                                            if q.enabled and not q.is_dynamic and q.is_calibrated]
+        self.start = [q.scale.clone() for q in self.quantizers]
+
+    def __len__(self) -> int:
+        return len(self.quantizers)
+
+    def fingerprint(self) -> np.ndarray:
+        """The local start scales, to recognise a checkpoint made for this model and data."""
+        return np.array([s.double().sum().item() for s in self.start])
+
+    @torch.no_grad()
+    def write(self, log_multipliers: np.ndarray) -> None:
+        """Set every scale to its local start times exp(log-multiplier)."""
+        for q, start, m in zip(self.quantizers, self.start, np.exp(log_multipliers)):
+            torch.mul(start, float(m), out=q.scale)
