@@ -7,9 +7,9 @@ Per model (W8A8, calibration batch of 2 random 1 s clips, KL fitness), medians o
   fitness_ms   one fitness evaluation of that batch (write all scales in place, forward, KL against cached FP)
   ratio        fitness_ms / forward_ms (goal: at most ~1.2)
   evals_per_s  evaluations per second in a short ESC search (3 generations, --popsize)
-  seq_ms       --popsize candidates scored one after another (forward only)
-  tiled_ms     the same candidates in one forward of the batch tiled --popsize times, every activation
-               quantizer holding one scale per candidate (an experiment patched in here, not in the library)
+  seq_ms       --popsize candidates scored one after another (write the scales, fitness)
+  tiled_ms     the same candidates scored in one forward of the batch tiled --popsize times, every searched
+               quantizer holding one scale per candidate (esc.calib.population.score_population)
 """
 
 from __future__ import annotations
@@ -20,25 +20,12 @@ import numpy as np
 import torch
 from bench_common import arguments, load_adapter, median_ms, random_batch, w8a8_placement
 
-from esc.calib.esc import ESCCalibrator, ScaleVector
+from esc.calib.esc import ESCCalibrator
+from esc.calib.population import score_population
+from esc.calib.scale_vector import ScaleVector
 from esc.quant.model import quantize_model
-from esc.quant.quantizer import integer_range
 
 TINY = ("ast_tiny", "wav2vec2_ctc_tiny", "whisper_tiny")
-
-
-def tile_quantizers(scales: ScaleVector, candidates: np.ndarray) -> None:
-    """Give every searched quantizer one scale per candidate; its input's batch is split candidate-major."""
-    for i, q in enumerate(scales.quantizers):
-        per_candidate = (scales.start[i] * torch.from_numpy(np.exp(candidates[:, i]))).float()
-        zero = torch.zeros(len(candidates), dtype=torch.int32)
-        qmin, qmax = integer_range(q.bits, q.spec.symmetric)
-
-        def fake_quantize(x, s=per_candidate, z=zero, lo=qmin, hi=qmax):
-            rows = x.reshape(len(s), -1)
-            return torch.fake_quantize_per_channel_affine(rows, s, z, 0, lo, hi).reshape(x.shape)
-
-        q._fake_quantize = fake_quantize
 
 
 def bench(model_name: str, repeats: int, popsize: int, seconds: float, batch_size: int) -> str:
@@ -60,12 +47,11 @@ def bench(model_name: str, repeats: int, popsize: int, seconds: float, batch_siz
         def sequential():
             for c in candidates:
                 scales.write(c)
-                adapter.forward(batch)
+                fitness(adapter.model)
 
         seq_ms = median_ms(sequential, max(1, repeats // 2))
-        tiled = {k: torch.cat([v] * popsize) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        tile_quantizers(scales, candidates)
-        tiled_ms = median_ms(lambda: adapter.forward(tiled), max(1, repeats // 2))
+        tiled_ms = median_ms(lambda: score_population(fitness, adapter.model, scales, candidates),
+                             max(1, repeats // 2))
     return (f"{model_name} {forward_ms:.2f} {fitness_ms:.2f} {fitness_ms / forward_ms:.2f} {rate:.1f} "
             f"{seq_ms:.1f} {tiled_ms:.1f}")
 

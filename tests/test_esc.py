@@ -121,6 +121,7 @@ def test_scales_stay_within_bounds_of_the_mse_start():
     ({"validation_batches": -1}, "validation_batches"), ({"patience": 2}, "patience needs validation"),
     ({"patience": 0, "validation_batches": 1}, "patience"),
     ({"local_search": True, "local_evals": 0}, "local_evals"),
+    ({"population_batch": True, "fitness": "task_loss"}, "population_batch"), ({"population_chunk": 0}, "chunk"),
 ])
 def test_bad_settings_raise_before_any_work(options, message):
     with pytest.raises(ValueError, match=message):
@@ -225,3 +226,11 @@ def test_local_search_refines_blocks_before_the_global_step():
     assert local.local_report and all(r["error_after"] <= r["error_before"] for r in local.local_report.values())
     assert any(r["error_after"] < r["error_before"] for r in local.local_report.values())
     assert local.start_fitness != plain.start_fitness  # the global search starts from the refined scales
+
+
+@pytest.mark.parametrize("model_name", ["ast_tiny", "whisper_tiny"])
+def test_population_batch_finds_the_same_scales_as_one_forward_per_candidate(model_name):
+    one_by_one, adapter = run_esc(model_name)
+    batched, adapter_batched = run_esc(model_name, population_batch=True, population_chunk=4)
+    assert np.ravel(curve(batched)) == pytest.approx(np.ravel(curve(one_by_one)), rel=1e-5)
+    assert torch.allclose(activation_scales(adapter_batched.model), activation_scales(adapter.model), rtol=1e-6)

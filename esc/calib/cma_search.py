@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "esc_state.pkl"
 Objective = Callable[[np.ndarray, Sequence[int] | None], float]
+BatchObjective = Callable[[np.ndarray, Sequence[int] | None], list[float]]  # a (P, dim) population at once
 
 
 @dataclass(frozen=True)
@@ -199,13 +200,15 @@ def _stop_reason(state: SearchState, settings: SearchSettings, started: float) -
 
 
 def run_search(objective: Objective, dim: int, n_batches: int, settings: SearchSettings,
-               fingerprint: np.ndarray) -> SearchState:
+               fingerprint: np.ndarray, batch_objective: BatchObjective | None = None) -> SearchState:
     """Run (or resume) the search; return the final state, whose `best_x` is the chosen solution.
 
     Stops at max_generations, before a generation that would exceed max_evals, after timeout_s (per call,
     checked between generations) or on CMA-ES's own criteria (tolfun, ...). Finally the CMA-ES mean and,
     when generations scored a subset of batches, the latest generation's best are scored on all batches and
-    replace the start only if better. A resumed search keeps the checkpoint's CMA-ES parameters (popsize,
+    replace the start only if better. `batch_objective`, when given, scores each generation's candidates
+    in one call (equal values, e.g. one batched forward); the start, validation and finalists use `objective`.
+    A resumed search keeps the checkpoint's CMA-ES parameters (popsize,
     step size, bounds, diagonal) and takes its stopping rules and batch choice from `settings`.
     """
     pools = _Pools(n_batches, settings)
@@ -223,7 +226,10 @@ def run_search(objective: Objective, dim: int, n_batches: int, settings: SearchS
         subset = _subset(state, settings, pools)
         tic = time.perf_counter()
         candidates = state.es.ask()
-        values = [objective(x, subset) for x in candidates]
+        if batch_objective is not None:
+            values = list(batch_objective(np.asarray(candidates), subset))
+        else:
+            values = [objective(x, subset) for x in candidates]
         state.es.tell(candidates, values)
         rate = len(values) / (time.perf_counter() - tic)
         state.generation += 1

@@ -33,6 +33,7 @@ from esc.calib.cma_search import SearchSettings, SearchState, run_search, save_c
 from esc.calib.fitness import FITNESS_KINDS, Fitness, make_fitness
 from esc.calib.local_search import refine_blocks
 from esc.calib.mse import MSECalibrator
+from esc.calib.population import BATCHED_FITNESS_KINDS, population_objective
 from esc.calib.scale_vector import ScaleVector
 from esc.calib.stats import ActivationStats
 from esc.models.base import ModelAdapter
@@ -56,7 +57,8 @@ class ESCCalibrator(MSECalibrator):
                  tolfun: float = 1e-8, fitness_batches: int | None = None, resample: bool = False,
                  diagonal: bool = False, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
                  validation_batches: int = 0, patience: int | None = None, local_search: bool = False,
-                 local_evals: int = 60, local_max_batches: int | None = 8, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+                 local_evals: int = 60, local_max_batches: int | None = 8, population_batch: bool = False,
+                 population_chunk: int | None = None, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
@@ -64,6 +66,12 @@ class ESCCalibrator(MSECalibrator):
         self.settings = SearchSettings(popsize, sigma0, bound, max_generations, max_evals, timeout_s, tolfun,
                                        fitness_batches, resample, diagonal, seed, checkpoint_dir, resume,
                                        validation_batches, patience).validate()
+        if population_batch and fitness not in BATCHED_FITNESS_KINDS:
+            raise ValueError(f"esc calibrator: population_batch scores fitness {BATCHED_FITNESS_KINDS} only, "
+                             f"not {fitness!r}; set population_batch=false")
+        if population_chunk is not None and population_chunk < 1:
+            raise ValueError(f"esc calibrator: population_chunk must be >= 1 (or null), got {population_chunk}")
+        self.population_batch, self.population_chunk = population_batch, population_chunk
         if local_search and local_evals < 1:
             raise ValueError(f"esc calibrator: local_evals must be >= 1, got {local_evals}")
         self.local_search, self.local_evals, self.local_max_batches = local_search, local_evals, local_max_batches
@@ -97,7 +105,9 @@ class ESCCalibrator(MSECalibrator):
             scales.write(x)
             return fitness(model, subset)
 
-        self._state = run_search(objective, len(scales), len(fitness), self.settings, scales.fingerprint())
+        batched = population_objective(fitness, model, scales, self.population_chunk) if self.population_batch \
+            else None
+        self._state = run_search(objective, len(scales), len(fitness), self.settings, scales.fingerprint(), batched)
         scales.write(self._state.solution)
         log.info("esc: fitness %.6g -> %.6g; validation %s -> %s", self._state.start_f, self._state.best_f,
                  self._state.val_start_f, self._state.val_best_f)

@@ -62,15 +62,10 @@ class Fitness:
         indices = range(len(self.batches)) if subset is None else subset
         if self.kind == "task_loss":
             return sum(float(self.adapter.loss(self.batches[i])) for i in indices) / len(indices)
-        targets = self.fp_targets()
         total, count = 0.0, 0
         for i in indices:
-            probs, mask, neg_entropy = targets[i]
-            log_q = F.log_softmax(self.adapter.forward(self.batches[i])[mask].float(), dim=-1)
-            # KL(p || q) = sum p log p - sum p log q; the first term is cached with p, the second is one dot
-            # product (no (positions, vocabulary) temporary: Whisper's vocabulary is 51865 wide).
-            total += neg_entropy - float(torch.dot(probs.flatten(), log_q.flatten()))
-            count += probs.shape[0]
+            kl, positions = self.divergence(i, self.adapter.forward(self.batches[i]))
+            total, count = total + kl, count + positions
         return total / count
 
     @torch.no_grad()
@@ -87,6 +82,19 @@ class Fitness:
                     targets.append((probs, mask, float(torch.xlogy(probs, probs).sum())))
             self._targets = targets
         return self._targets
+
+    @torch.no_grad()
+    def divergence(self, index: int, logits: torch.Tensor) -> tuple[float, int]:
+        """KL(FP || q) summed over the predicted positions of batch `index`, and how many positions there are.
+
+        `logits` are one candidate's task logits of that batch (as `adapter.forward` returns them for it): the
+        term `__call__` sums per batch, for callers that run the forward themselves (esc.calib.population).
+        """
+        probs, mask, neg_entropy = self.fp_targets()[index]
+        log_q = F.log_softmax(logits[mask].float(), dim=-1)
+        # KL(p || q) = sum p log p - sum p log q; the first term is cached with p, the second is one dot
+        # product (no (positions, vocabulary) temporary: Whisper's vocabulary is 51865 wide).
+        return neg_entropy - float(torch.dot(probs.flatten(), log_q.flatten())), probs.shape[0]
 
 
 def make_fitness(adapter: ModelAdapter, batches: Sequence[dict], kind: str = "kl") -> Fitness:

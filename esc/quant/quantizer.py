@@ -91,10 +91,11 @@ def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: to
     """Per-tensor fake quantization without autograd, equal bit for bit to torch's fused kernel.
 
     The fused kernel also builds the straight-through gradient mask, even under no_grad, and costs about 2.5x
-    these in-place passes on CPU; on the real Whisper it was 40% of a quantized forward.
+    these in-place passes on CPU; on the real Whisper it was 40% of a quantized forward. `scale` and
+    `zero_point` broadcast against `x`: one pair, or (rows, 1) pairs for an input viewed as (rows, -1).
     """
     y = torch.mul(x, torch.reciprocal(scale)).round_()  # the kernel's x * (1/scale), rounded half to even
-    if zero_point.item() != 0:
+    if zero_point.any():
         return y.add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
     return y.clamp_(qmin, qmax).mul_(scale)
 
@@ -106,6 +107,10 @@ class Quantizer(nn.Module):
     "weight" or "activation", `axis` the channel axis of a weight (per-channel) or the feature axis of an
     activation (per-token: one scale per position, over this axis). Switched off, it returns its input
     object unchanged, so a model with every quantizer off computes exactly what the FP model computes.
+
+    `population`, set only by `esc.calib.population` while ESC scores P candidates in one forward, holds
+    (P, 1) scales and zero points that replace the static ones: the input's batch is P batches tiled
+    candidate-major, and the rows of candidate i are quantized with the i-th pair (inference path).
     """
 
     def __init__(self, name: str, kind: str, spec: QuantSpec, axis: int = 0):
@@ -116,6 +121,7 @@ class Quantizer(nn.Module):
         self.spec = spec.validated(name, kind)
         self.enabled = spec.enabled
         self.observer = None  # set during the statistics pass: receives inputs instead of quantizing
+        self.population: tuple[torch.Tensor, torch.Tensor] | None = None
         self.register_buffer("scale", torch.empty(0))
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
         self._cache = None  # (source tensor, its version, scale version) -> fake-quantized weight
@@ -180,6 +186,8 @@ class Quantizer(nn.Module):
             return self._fake_quantize_per_token(x, qmin, qmax)
         if not self.is_calibrated:
             raise RuntimeError(f"quantizer {self.name!r} is enabled but not calibrated")
+        if self.population is not None:
+            return self._fake_quantize_population(x, qmin, qmax)
         if self.scale.dim() == 0:
             if torch.is_grad_enabled() and x.requires_grad:
                 return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
@@ -187,6 +195,14 @@ class Quantizer(nn.Module):
         if self.spec.granularity == "group":
             return self._fake_quantize_per_group(x, qmin, qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, qmin, qmax)
+
+    def _fake_quantize_population(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+        scale, zero_point = self.population
+        if x.shape[0] % scale.shape[0]:
+            raise RuntimeError(f"quantizer {self.name!r}: a batch of {x.shape[0]} is not {scale.shape[0]} "
+                               "candidates' batches tiled (see esc.calib.population)")
+        rows = x.reshape(scale.shape[0], -1)
+        return fake_quantize_inference(rows, scale, zero_point, qmin, qmax).reshape(x.shape)
 
     def _fake_quantize_per_group(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
         groups = weight_groups(x, self.spec.group_size)
