@@ -68,6 +68,7 @@ def test_group_presets_keep_the_first_and_last_weights_at_eight_bits_per_channel
 
 def test_rule_matching_nothing_warns_with_its_pattern(caplog):
     rules = [Rule.from_dict({"match": "*.nonexistent_layer.*", "bits": 4}),
+             Rule.from_dict({"match": "*.other_family_layer.*", "bits": 8, "optional": True}),
              Rule.from_dict({"match": "*classifier*", "enabled": False})]
     with caplog.at_level(logging.WARNING, logger="esc.quant.placement"):
         quantize_model(FAMILIES["ast"].build(), Placement(rules=rules))

@@ -10,6 +10,10 @@ overriding earlier ones, e.g.::
       - {match: "*.probs_quantizer", symmetric: false}   # probabilities are non-negative
       - {match: "model.encoder.conv1.*", bits: 8}        # first layer at 8 bits
       - {match: "*fc2.weight_quantizer", granularity: group, group_size: 64}
+      - {match: "*patch_embeddings.*", bits: 8, optional: true}  # no warning for models without it
+
+A rule that matches no quantizer of the model is logged as a warning (a mistyped glob), unless it is marked
+`optional` (presets shared by several families name layers that only some of them have).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Rule:
 
     match: str
     overrides: Mapping[str, object]
+    optional: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> "Rule":
@@ -39,10 +44,11 @@ class Rule:
         if "match" not in raw:
             raise ValueError(f"placement rule {raw} has no 'match' glob")
         match = raw.pop("match")
+        optional = bool(raw.pop("optional", False))
         unknown = sorted(set(raw) - set(RULE_FIELDS))
         if unknown:
             raise ValueError(f"placement rule {match!r}: unknown fields {unknown}; valid: {list(RULE_FIELDS)}")
-        return cls(str(match), raw)
+        return cls(str(match), raw, optional)
 
     def matches(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.match)
@@ -87,7 +93,7 @@ class Placement:
     def warn_unmatched(self, names: Iterable[str]) -> list[Rule]:
         """Log a warning for each rule that matches none of `names`; return those rules."""
         names = list(names)
-        unmatched = [r for r in self.rules if not any(r.matches(n) for n in names)]
+        unmatched = [r for r in self.rules if not r.optional and not any(r.matches(n) for n in names)]
         for rule in unmatched:
             log.warning("placement rule %r matches no quantizer (is the pattern right for this model?)", rule.match)
         return unmatched
