@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -61,6 +62,7 @@ class ClassifierTraining(L.LightningModule):
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.augment, self.label_smoothing, self.mixup = augment or AugmentConfig(), label_smoothing, mixup
         self.generator = torch.Generator().manual_seed(seed)
+        self.mixup_rng = np.random.default_rng(seed)  # torch's Beta takes no generator; the global RNG is not ours
 
     def on_fit_start(self) -> None:
         # Adapters hold their model in eval mode (for calibration and evaluation); training needs dropout on.
@@ -73,7 +75,7 @@ class ClassifierTraining(L.LightningModule):
         batch = augment_batch(batch, self.augment, self.generator)
         labels = batch["labels"]
         if self.mixup:
-            share = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
+            share = float(self.mixup_rng.beta(self.mixup, self.mixup))
             order = torch.randperm(len(labels), generator=self.generator)
             batch = {k: share * v + (1 - share) * v[order] if torch.is_floating_point(v) else v
                      for k, v in batch.items()}

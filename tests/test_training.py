@@ -127,3 +127,18 @@ def test_bundled_model_loads_and_classifies():
 def test_missing_bundled_model_names_the_bundled_ones():
     with pytest.raises(CheckpointError, match=r"no bundled model 'nope'.*ast_kws"):
         build_adapter({"family": "ast", "task": "classification", "source": "bundled", "path": "nope"})
+
+
+def test_mixup_draws_from_the_training_seed_not_the_global_rng():
+    from esc.training import ClassifierTraining
+
+    adapter = build_adapter(yaml.safe_load((CONF / "model" / "ast_tiny.yaml").read_text()))
+    batch = adapter.collate([tone(1), tone(2), tone(3)], LABELS[:3])
+    losses = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        training = ClassifierTraining(adapter, lr=1e-3, weight_decay=0.0, mixup=0.4, seed=7)
+        losses.append(float(training.training_step(dict(batch), 0)))
+    assert losses[0] == losses[1]
+    other = ClassifierTraining(adapter, lr=1e-3, weight_decay=0.0, mixup=0.4, seed=8)
+    assert float(other.training_step(dict(batch), 0)) != losses[0]
