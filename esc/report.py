@@ -2,7 +2,9 @@
 
 One table per model and data set: rows are calibrators, columns quant presets (bit settings); each cell is the
 quantized metric with its relative change from the FP reference, which has its own column. Runs that differ only
-in their seed are averaged. Writes `report.md`, `report.csv` and `report.png` into the folder (or `--out`).
+in their seed are averaged. A detail table follows with one row per (model, data set, quant, calibrator): the
+number of seeds, the metric and the fidelity to FP as mean ± standard deviation over seeds, the agreement with FP,
+and the PTQ and calibration times. Writes `report.md`, `report.csv` and `report.png` into the folder (or `--out`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 import matplotlib
 
@@ -84,6 +86,33 @@ def markdown(table_list: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+def spread(values: Sequence[float | None], digits: int = 4) -> str:
+    """Mean ± sample standard deviation (the mean alone for one value; '-' when there is none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    text = f"{mean(values):.{digits}f}"
+    return text + (f" ± {stdev(values):.{digits}f}" if len(values) > 1 else "")
+
+
+def details_markdown(runs: Sequence[dict]) -> str:
+    """One row per (model, data set, quant, calibrator label), seeds pooled, as a Markdown table."""
+    grouped = defaultdict(list)
+    for run, label in zip(runs, calibrator_labels(runs)):
+        grouped[(run["model"], run["dataset"], run["quant"], label)].append(run)
+    out = ["## Details (mean ± standard deviation over seeds)", "",
+           "| model | dataset | quant | calibrator | seeds | metric | FP | quantized | fidelity_kl | agreement "
+           "| ptq s | calib s |", "| --- " * 12 + "|"]
+    for (model, dataset, quant, label), group in sorted(grouped.items()):
+        ptq_seconds = [sum(r.get("seconds", 0.0) for r in run.get("ptq_reports", [])) for run in group]
+        out.append(f"| {model} | {dataset} | {quant} | {label} | {len(group)} | {group[0]['metric']} "
+                   f"| {mean(r['fp'] for r in group):.4f} | {spread([r['quantized'] for r in group])} "
+                   f"| {spread([r.get('fidelity_kl') for r in group])} "
+                   f"| {spread([r.get('agreement') for r in group], 3)} | {spread(ptq_seconds, 1)} "
+                   f"| {spread([r['calib_seconds'] for r in group], 1)} |")
+    return "\n".join(out + [""])
+
+
 def csv_text(table_list: Sequence[dict]) -> str:
     """One CSV row per (table, calibrator): FP, then quantized value and relative change per quant preset."""
     buffer = io.StringIO()
@@ -126,9 +155,10 @@ def report(folder: str | Path, out: str | Path | None = None) -> dict[str, Path]
     paths = find_results(folder)
     if not paths:
         raise FileNotFoundError(f"no results.json below {folder}")
-    table_list = tables([read_json(p) for p in paths])
+    runs = [read_json(p) for p in paths]
+    table_list = tables(runs)
     out = Path(out or folder)
-    written = {"markdown": write_atomic(out / "report.md", markdown(table_list)),
+    written = {"markdown": write_atomic(out / "report.md", markdown(table_list) + "\n" + details_markdown(runs)),
                "csv": write_atomic(out / "report.csv", csv_text(table_list))}
     written["chart"] = chart(table_list, out / "report.png")
     return written

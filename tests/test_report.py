@@ -71,3 +71,18 @@ def test_ptq_chains_get_rows_of_their_own():
     runs = [{"calibrator": "mse", "calibrator_options": {}, "ptq": []},
             {"calibrator": "mse", "calibrator_options": {}, "ptq": ["smoothquant", "gptq"]}]
     assert calibrator_labels(runs) == ["mse", "smoothquant+gptq + mse"]
+
+
+def test_details_pool_seeds_with_their_spread():
+    from esc.report import details_markdown
+
+    def run(seed, wer, kl):
+        return {"model": "m", "dataset": "d", "quant": "w8a8", "metric": "wer", "fp": 0.1, "quantized": wer,
+                "fidelity_kl": kl, "agreement": 0.5, "calib_seconds": 10.0, "seed": seed, "calibrator": "esc",
+                "calibrator_options": {}, "ptq": ["gptq"], "ptq_reports": [{"seconds": 2.0}]}
+
+    text = details_markdown([run(0, 0.10, 0.01), run(1, 0.12, 0.03), run(2, 0.14, 0.05)])
+    row = next(line for line in text.splitlines() if line.startswith("| m |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:8] == ["gptq + esc", "3", "wer", "0.1000", "0.1200 ± 0.0200"]
+    assert cells[8] == "0.0300 ± 0.0200" and cells[10] == "2.0 ± 0.0"
