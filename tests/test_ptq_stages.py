@@ -9,6 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from run_helpers import compose_run
+
 from esc.calib.registry import make_calibrator
 from esc.calib.weights import calibrate_weights
 from esc.models.registry import build_adapter
@@ -27,9 +29,10 @@ EVERY_STAGE = ["esc.ptq.smoothquant.SmoothQuant", "esc.ptq.rotation.Rotation", "
 
 
 def stages_of(option: str) -> list[dict]:
+    """The option's stage configs as a default run (W8A8) resolves them (SmoothQuant takes the run's bits)."""
     if option == "every":
         return [{"_target_": target} for target in EVERY_STAGE]
-    return OmegaConf.to_container(OmegaConf.load(CONF / "ptq" / f"{option}.yaml"))["stages"]
+    return OmegaConf.to_container(compose_run(f"ptq={option}", "quant=w8a8").ptq, resolve=True)["stages"]
 
 
 @pytest.mark.parametrize("option", OPTIONS)

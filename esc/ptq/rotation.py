@@ -6,6 +6,13 @@ Q is a randomised Hadamard matrix (Sylvester Hadamard / sqrt(n) times random sig
 and a random orthogonal matrix (QR of a Gaussian) otherwise. The rotation of the input runs online, as a
 forward pre-hook, for every matched layer; QuaRot's fusion of the rotation into the residual stream (which
 removes most online rotations but needs LayerNorm-to-RMSNorm conversion) is not done.
+
+With `value_output`, each attention's value channels are also rotated offline, head by head (one such Q of
+size head_dim per head, folded into the value projection's rows and bias and the output projection's columns,
+see `esc.ptq.folds`), so the value quantizer and the output projection's input quantizer see spread channels at
+no online cost. When the output projection is matched too, its online rotation composes on top: the offline
+fold is applied first, so that layer's input becomes (z Q_heads) Q and its weight W Q_heads Q, still exact;
+the value quantizer sees z Q_heads, the output projection's input quantizer the fully mixed channels.
 """
 
 from __future__ import annotations
@@ -18,43 +25,45 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage, tied_parameters
-
-
-def random_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
-    """A random n x n orthogonal matrix: a randomised Hadamard one when n is a power of two."""
-    if n & (n - 1) == 0:
-        h = torch.ones(1, 1)
-        while len(h) < n:
-            h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
-        signs = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
-        return signs[:, None] * h / n**0.5  # x D H: the signs scramble x before H mixes it
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float()  # sign fix: uniformly distributed (Haar)
+from esc.ptq.folds import head_rotation, random_orthogonal, rotate_channels, value_output_pairs
 
 
 class Rotation(PTQStage):
     """Rotate the inputs (and weights) of every Linear whose name matches one of the `match` globs; a weight
-    tied to another module (Whisper's output projection) is left alone, since rotating it would change both."""
+    tied to another module (Whisper's output projection) is left alone, since rotating it would change both.
+    `value_output`: also rotate every attention's value channels head-wise, offline."""
 
     name = "rotation"
 
-    def __init__(self, match: Sequence[str] = ("*",), seed: int = 0):
-        self.match, self.seed = list(match), seed
+    def __init__(self, match: Sequence[str] = ("*",), value_output: bool = True, seed: int = 0):
+        self.match, self.value_output, self.seed = list(match), value_output, seed
 
     @torch.no_grad()
     def before_quantize(self, adapter: ModelAdapter, batches: Sequence[dict]) -> dict:
-        """Rotate every matched Linear; report, per layer, the input's max/RMS ratio before and after."""
+        """Rotate every matched Linear and every attention's values; report the max/RMS ratio before and after
+        of each layer's input, and of each attention's values (keyed by the attention module)."""
         generator, tied = torch.Generator().manual_seed(self.seed), tied_parameters(adapter.model)
         layers = {name: m for name, m in adapter.model.named_modules()
                   if isinstance(m, nn.Linear) and m.weight.data_ptr() not in tied
                   and any(fnmatch.fnmatchcase(name, g) for g in self.match)}
-        before = _peak_ratios(adapter, batches, layers)
-        for layer in layers.values():
-            rotation = random_orthogonal(layer.in_features, generator).to(layer.weight.device, layer.weight.dtype)
+        # drawn first, so the online rotations for a seed do not depend on `value_output`
+        rotations = {name: random_orthogonal(m.in_features, generator) for name, m in layers.items()}
+        pairs, skipped = value_output_pairs(adapter, batches[0]) if self.value_output else ({}, {})
+        watched = {**{n: (m, "input") for n, m in layers.items()},
+                   **{n: (p.value_layer, "output") for n, p in pairs.items()}}
+        before = _peak_ratios(adapter, batches, watched)
+        for pair in pairs.values():  # before the online rotations, which then compose on top (see above)
+            rotate_channels(pair.value_layer, [pair.output_layer],
+                            head_rotation(pair.output_layer.in_features, pair.head_dim, generator))
+        for name, layer in layers.items():
+            rotation = rotations[name].to(layer.weight.device, layer.weight.dtype)
             layer.weight.copy_(layer.weight @ rotation)
             layer.register_forward_pre_hook(_rotate_input(rotation))
-        after = _peak_ratios(adapter, batches, layers)
-        return {"layers": {n: {"peak_to_rms": after[n], "peak_to_rms_unrotated": before[n]} for n in layers}}
+        after = _peak_ratios(adapter, batches, watched)
+        report = {n: {"peak_to_rms": after[n], "peak_to_rms_unrotated": before[n]} for n in layers}
+        report.update({n: {"value": p.value, "output": p.output, "peak_to_rms": after[n],
+                           "peak_to_rms_unrotated": before[n]} for n, p in pairs.items()})
+        return {"layers": report, "skipped": skipped}
 
 
 def _rotate_input(rotation: torch.Tensor):
@@ -64,18 +73,20 @@ def _rotate_input(rotation: torch.Tensor):
     return hook
 
 
-def _peak_ratios(adapter: ModelAdapter, batches: Sequence[dict], layers: dict[str, nn.Module]) -> dict[str, float]:
-    # max|x| / rms(x) of each layer's input: the per-tensor quantization difficulty rotation is meant to lower
-    peaks: dict[str, list[float]] = {name: [0.0, 0.0, 0] for name in layers}
+def _peak_ratios(adapter: ModelAdapter, batches: Sequence[dict],
+                 watched: dict[str, tuple[nn.Module, str]]) -> dict[str, float]:
+    # max|x| / rms(x) of each watched module's "input" or "output": the per-tensor quantization difficulty
+    # rotation is meant to lower
+    peaks: dict[str, list[float]] = {name: [0.0, 0.0, 0] for name in watched}
 
-    def hook(name):
+    def hook(name, side):
         def record(module, args, output):
-            x = args[0].detach().float()
+            x = (args[0] if side == "input" else output).detach().float()
             p = peaks[name]
             p[0], p[1], p[2] = max(p[0], x.abs().max().item()), p[1] + x.pow(2).sum().item(), p[2] + x.numel()
         return record
 
-    hooks = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+    hooks = [m.register_forward_hook(hook(n, side)) for n, (m, side) in watched.items()]
     try:
         for batch in batches:
             adapter.forward(batch)
