@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 def budget_curve(calibrator, points: Sequence[int], adapter: ModelAdapter, trainer: L.Trainer,
                  loader: Callable[[], object], fp_predictions: Mapping[str, str]) -> list[dict]:
-    """One record per evaluation count in `points`: the generation reached, its fitness, and the evaluation
-    split's task scores and fidelity to FP with that generation's solution. Empty for calibrators that do not
-    search; the model holds the calibrator's final solution afterwards."""
+    """One record per evaluation count in `points`: the generation reached, its incumbent fitness (on all fitness
+    batches; with `resample` only the start and the finalists are scored on all) and validation fitness, and the
+    evaluation split's task scores and fidelity to FP with that generation's solution. Empty for calibrators
+    that do not search; the model holds the calibrator's final solution afterwards."""
     if not points or not getattr(calibrator, "history", None):
         return []
     if any(int(p) < 0 for p in points):
@@ -36,7 +37,7 @@ def budget_curve(calibrator, points: Sequence[int], adapter: ModelAdapter, train
             scored = evaluate(adapter, trainer, loader(), f"budget{budget}", fp_predictions)
         point = {"budget": budget, "generation": reached[-1]["generation"] if reached else 0,
                  "evaluations": reached[-1]["evaluations"] if reached else 1,
-                 "fitness": reached[-1]["incumbent"] if reached else calibrator.start_fitness,
+                 "incumbent": reached[-1]["incumbent"] if reached else calibrator.start_fitness,
                  **scored.scores, "fidelity_kl": scored.fidelity_kl, "agreement": scored.agreement}
         if reached and "validation_best" in reached[-1]:
             point["validation"] = reached[-1]["validation_best"]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
+#
+#   bash experiments/study.sh whisper_ptq|whisper_esc|keywords|keywords_ptq [OUT]
+#
+# Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
+# (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
+# (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split).
+set -euo pipefail
+part=${1:?part: whisper_ptq | whisper_esc | keywords | keywords_ptq}
+out=${2:-study}
+KEYWORDS=${KEYWORDS:-/work/gen/keywords120}
+WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
+run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
+kws="dataset=folder dataset.path=$KEYWORDS dataset.calibration_size=128 dataset.batch_size=16"
+esc_kws="calibrator=esc calibrator.validation_batches=2 calibrator.population_batch=true"
+
+case $part in
+  whisper_ptq)  # PTQ stages x {W4A8, W4A4} with the MSE calibrator on the real Whisper tiny.en
+    run threads=2 quant=w4a8_g64,w4a4_g64 calibrator=mse \
+        ptq=none,gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq ;;
+  whisper_esc)  # ESC on the real Whisper tiny.en: 52 calibration clips (10 windows), validation on the last batch
+    run threads=2 dataset.calibration_split="$WHISPER_CAL" dataset.calibration_size=null \
+        calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1 \
+        calibrator.population_batch=true calibrator.population_chunk=6 calibrator.max_evals=200 \
+        "${@:3}" ;;
+  keywords)  # every calibrator x bit width on the trained keyword models; ESC with three seeds
+    run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a8,w8a4,w4a8_g64,w4a4_g64 seed=0 \
+        calibrator=minmax,percentile,mse,entropy
+    run threads=1 model=ast_kws $kws quant=w8a8,w8a4,w4a8_g64,w4a4_g64 seed=0,1,2 $esc_kws
+    # wav2vec2: one forward per candidate (batching the population is slower for it) and a smaller budget
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8,w8a4,w4a8_g64,w4a4_g64 seed=0,1,2 calibrator=esc \
+        calibrator.validation_batches=2 calibrator.max_evals=150 ;;
+  keywords_ptq)  # PTQ stages x {MSE, ESC} at W4A8 and W4A4 on the keyword models
+    run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w4a8_g64,w4a4_g64 calibrator=mse \
+        ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
+    run threads=1 model=ast_kws $kws quant=w4a8_g64,w4a4_g64 $esc_kws \
+        ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq ;;
+  *) echo "unknown part $part" >&2; exit 2 ;;
+esac
