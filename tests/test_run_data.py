@@ -125,3 +125,13 @@ def test_evaluation_needs_targets(tmp_path, adapters):
 def test_invalid_dataset_options_name_the_valid_ones(tmp_path, adapters, override, message):
     with pytest.raises(ValueError, match=message):
         datamodule(adapters["ast_tiny"], write_folder(tmp_path), override).setup()
+
+
+def test_calibration_split_may_be_another_folder(tmp_path, adapters):
+    own = write_folder(tmp_path / "own", n_calibration=2)
+    other = write_split(tmp_path / "other", [(f"x{i}.wav", "yes") for i in range(5)], "label", 200)
+    data = datamodule(adapters["ast_tiny"], own, f"dataset.calibration_split={other}",
+                      "dataset.calibration_size=null")
+    data.setup()
+    assert sorted(e.name for e in data.calibration) == sorted(str(p) for p in other.glob("*.wav"))
+    assert len(data.evaluation) == 4 and all(e.name.startswith(str(own)) for e in data.evaluation)
