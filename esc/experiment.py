@@ -166,11 +166,17 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
 
 
 def record_search(calibrator, run_dir: Path, logger) -> dict | None:
-    """For calibrators that search (ESC): per-generation history to the logger and `search_history.json`, the
-    convergence plot, and a summary for results.json. None for one-shot calibrators."""
+    """For calibrators that search (ESC): the local step's per-block report (`local_search.json`), the
+    per-generation history to the logger and `search_history.json`, the convergence plot, and a summary for
+    results.json. None for one-shot calibrators."""
+    summary = {}
+    local = getattr(calibrator, "local_report", None)
+    if local:  # the block step: per-block reconstruction errors, before and after
+        write_json(run_dir / "local_search.json", local)
+        summary.update(local_blocks=len(local), local_seconds=sum(r["seconds"] for r in local.values()))
     history = getattr(calibrator, "history", None)
-    if not history:
-        return None
+    if not history:  # a budget that allows no generation still records its local step
+        return summary or None
     for entry in history:
         logger.log_metrics({f"search/{k}": float(v) for k, v in entry.items() if k != "generation"},
                            step=int(entry["generation"]))
@@ -178,15 +184,11 @@ def record_search(calibrator, run_dir: Path, logger) -> dict | None:
     # the solution after every generation, so budget curves can evaluate it without searching again
     np.save(run_dir / "search_snapshots.npy", np.stack(calibrator.snapshots))
     calibrator.save_plot(run_dir / "search_convergence.png")
-    summary = {"start_fitness": calibrator.start_fitness, "best_fitness": calibrator.best_fitness,
-               "generations": len(history), "evaluations": history[-1]["evaluations"],
-               "evals_per_s": history[-1]["evals_per_s"]}
+    summary.update(start_fitness=calibrator.start_fitness, best_fitness=calibrator.best_fitness,
+                   generations=len(history), evaluations=history[-1]["evaluations"],
+                   evals_per_s=history[-1]["evals_per_s"])
     if calibrator.validation is not None:
         summary["start_validation"], summary["chosen_validation"] = calibrator.validation
-    if calibrator.local_report:  # the block step: per-block reconstruction errors, before and after
-        write_json(run_dir / "local_search.json", calibrator.local_report)
-        summary["local_blocks"] = len(calibrator.local_report)
-        summary["local_seconds"] = sum(r["seconds"] for r in calibrator.local_report.values())
     return summary
 
 

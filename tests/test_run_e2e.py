@@ -112,6 +112,15 @@ def test_esc_run_records_its_search(tmp_path):
     assert np.load(tmp_path / "run" / "search_snapshots.npy").shape[0] == 2  # one solution per generation
 
 
+def test_local_step_alone_is_recorded(tmp_path):
+    cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
+                      "calibrator=esc", "calibrator.max_evals=1", "calibrator.local_search=true",
+                      "calibrator.local_evals=10", "quant=w8a4", "logger=csv", f"out_dir={tmp_path / 'out'}")
+    results = run_experiment(cfg, tmp_path / "run")
+    assert results["search"]["local_blocks"] == 2 and "generations" not in results["search"]
+    assert (tmp_path / "run" / "local_search.json").is_file()
+
+
 def test_budget_curve_scores_the_search_as_it_stood_at_each_budget(tmp_path):
     common = ("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}", "quant=w8a4",
               "logger=csv", f"out_dir={tmp_path / 'out'}")
