@@ -32,9 +32,10 @@ case $part in
     run threads=1 model=wav2vec2_kws $kws quant=w8a8,w8a4,w4a8_g64,w4a4_g64 seed=0,1,2 calibrator=esc \
         calibrator.validation_batches=2 calibrator.max_evals=150 ;;
   keywords_ptq)  # PTQ stages x {MSE, ESC} at W4A8 and W4A4 on the keyword models
-    run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w4a8_g64,w4a4_g64 calibrator=mse \
+    run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse \
         ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
-    run threads=1 model=ast_kws $kws quant=w4a8_g64,w4a4_g64 $esc_kws \
-        ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq ;;
+    run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 $esc_kws \
+        ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
+    run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse ptq=gptq,smoothquant+gptq ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
