@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
+import numpy as np
 
 from esc.evaluate import evaluate
 from esc.models.base import ModelAdapter
@@ -29,11 +30,13 @@ def budget_curve(calibrator, points: Sequence[int], adapter: ModelAdapter, train
         return []
     if any(int(p) < 0 for p in points):
         raise ValueError(f"budget_curve: evaluation counts must be >= 0, got {list(points)}")
-    history = calibrator.history
+    history, snapshots = calibrator.history, calibrator.snapshots
     curve = []
     for budget in sorted({int(p) for p in points}):
+        # the generations that ended within the budget (a prefix: evaluations only grow); none: the local start
         reached = [h for h in history if h["evaluations"] <= budget]
-        with calibrator.scales_written(calibrator.solution_at(budget)):
+        solution = snapshots[len(reached) - 1] if reached else np.zeros_like(snapshots[0])
+        with calibrator.scales_written(solution):
             scored = evaluate(adapter, trainer, loader(), f"budget{budget}", fp_predictions)
         point = {"budget": budget, "generation": reached[-1]["generation"] if reached else 0,
                  "evaluations": reached[-1]["evaluations"] if reached else 1,

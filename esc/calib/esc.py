@@ -58,7 +58,8 @@ class ESCCalibrator(MSECalibrator):
                  diagonal: bool = False, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
                  validation_batches: int = 0, patience: int | None = None, local_search: bool = False,
                  local_evals: int = 60, local_max_batches: int | None = 8, population_batch: bool = False,
-                 population_chunk: int | None = None, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+                 population_chunk: int | None = None, num_candidates: int = 256, min_fraction: float = 1e-3,
+                 weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
@@ -141,14 +142,6 @@ class ESCCalibrator(MSECalibrator):
     def snapshots(self) -> list[np.ndarray]:
         """The solution after each generation (index g-1 for generation g), e.g. for budget curves."""
         return self._state.snapshots if self._state else []
-
-    def solution_at(self, evaluations: int) -> np.ndarray:
-        """The solution after the last generation that ended within `evaluations` fitness evaluations (the local
-        start, zeros, before the first); the last generation's solution is the one finally written."""
-        if self._state is None:
-            raise ValueError("esc calibrator: no search has run")
-        reached = [g for g, h in enumerate(self.history) if h["evaluations"] <= evaluations]
-        return self.snapshots[reached[-1]] if reached else np.zeros(len(self._scales))
 
     @contextmanager
     def scales_written(self, log_multipliers: np.ndarray) -> Iterator[None]:

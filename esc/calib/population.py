@@ -16,19 +16,19 @@ without asking the family.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
+from esc.calib.cma_search import BatchObjective
 from esc.calib.fitness import Fitness
 from esc.calib.scale_vector import ScaleVector
 from esc.quant.model import quantizers
 
 BATCHED_FITNESS_KINDS = ("kl",)
-BatchObjective = Callable[[np.ndarray, Sequence[int] | None], list[float]]
 
 
 def tile(batch: dict, copies: int) -> dict:
@@ -78,7 +78,6 @@ def _check(fitness: Fitness, model: nn.Module, scales: ScaleVector, chunk: int |
         raise ValueError("ESC population: the scales belong to another model (a copy?)")
 
 
-@torch.no_grad()
 def score_population(fitness: Fitness, model: nn.Module, scales: ScaleVector, candidates: np.ndarray,
                      subset: Sequence[int] | None = None, chunk: int | None = None) -> list[float]:
     """`fitness(model, subset)` of every row of `candidates` (P log-multiplier vectors), batched.
@@ -89,6 +88,12 @@ def score_population(fitness: Fitness, model: nn.Module, scales: ScaleVector, ca
     Raises a ValueError for a fitness other than kl (see the module docstring).
     """
     _check(fitness, model, scales, chunk)
+    return _score(fitness, scales, candidates, subset, chunk)
+
+
+@torch.no_grad()
+def _score(fitness: Fitness, scales: ScaleVector, candidates: np.ndarray, subset: Sequence[int] | None,
+           chunk: int | None) -> list[float]:
     candidates = np.asarray(candidates, dtype=np.float64)
     indices = range(len(fitness)) if subset is None else subset
     fitness.fp_targets()  # FP targets come from the untiled batches: compute them before any population
@@ -112,11 +117,12 @@ def population_objective(fitness: Fitness, model: nn.Module, scales: ScaleVector
                          chunk: int | None = None) -> BatchObjective:
     """The objective of a whole generation: `objective(X (P, dim), subset) -> P fitness values`.
 
-    Checks its arguments now, so a configuration that cannot be batched fails before the search starts.
+    Checks its arguments once, now, so a configuration that cannot be batched fails before the search starts
+    (and no generation repeats the check).
     """
     _check(fitness, model, scales, chunk)
 
     def objective(candidates: np.ndarray, subset: Sequence[int] | None) -> list[float]:
-        return score_population(fitness, model, scales, candidates, subset, chunk)
+        return _score(fitness, scales, candidates, subset, chunk)
 
     return objective
