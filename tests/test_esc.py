@@ -234,3 +234,23 @@ def test_population_batch_finds_the_same_scales_as_one_forward_per_candidate(mod
     batched, adapter_batched = run_esc(model_name, population_batch=True, population_chunk=4)
     assert np.ravel(curve(batched)) == pytest.approx(np.ravel(curve(one_by_one)), rel=1e-5)
     assert torch.allclose(activation_scales(adapter_batched.model), activation_scales(adapter.model), rtol=1e-6)
+
+
+def test_population_chunk_and_local_max_batches_reach_the_code(monkeypatch):
+    import esc.calib.local_search as local_search
+    import esc.calib.population as population
+
+    tiled, captured = [], []
+    real_tile, real_capture = population.tile, local_search.capture_blocks
+    monkeypatch.setattr(population, "tile", lambda batch, copies: tiled.append(copies) or real_tile(batch, copies))
+
+    def capture(*args, **kwargs):
+        caches = real_capture(*args, **kwargs)
+        captured.extend(len(c) for c in caches)
+        return caches
+
+    monkeypatch.setattr(local_search, "capture_blocks", capture)
+    run_esc(max_generations=1, population_batch=True, population_chunk=4, local_search=True, local_evals=5,
+            local_max_batches=1)
+    assert set(tiled) == {4, 2}  # QUICK's popsize 6 in chunks of 4
+    assert captured and set(captured) == {1}  # one of the three calibration batches kept per block
