@@ -150,9 +150,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         calibrator.calibrate(adapter.model, forward_loop)
     save_scales(adapter.model, run_dir / "scales.pt")
     search = record_search(calibrator, run_dir, logger)
-    with stage("budget curve"):
+    with stage("budget curve"):  # the calibrator's own solutions, before any after_calibration stage
         curve = budget_curve(calibrator, list(cfg.get("budget_curve") or []), adapter, trainer,
                              data.test_dataloader, fp["predictions"])
+    ptq_reports += run_stages(stages, "after_calibration", adapter, batches)
     with stage("evaluate quantized"):
         quantized = evaluate(adapter, trainer, data.test_dataloader(), "quantized", fp["predictions"])
 

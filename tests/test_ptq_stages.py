@@ -25,7 +25,7 @@ FAST = {"esc.ptq.adaround.AdaRound": {"iterations": 20}}  # keep the combination
 CALIBRATORS = {"minmax": {}, "percentile": {}, "mse": {}, "esc": {"popsize": 4, "max_generations": 1}}
 # entropy costs ~10 s per calibration of the tiny AST: it runs once, after a chain of every stage
 EVERY_STAGE = ["esc.ptq.smoothquant.SmoothQuant", "esc.ptq.rotation.Rotation", "esc.ptq.gptq.GPTQ",
-               "esc.ptq.adaround.AdaRound"]
+               "esc.ptq.adaround.AdaRound", "esc.ptq.bias_correction.BiasCorrection"]
 
 
 def stages_of(option: str) -> list[dict]:
@@ -92,7 +92,7 @@ def tiny_ast():
 
 def prepared(option, tiny_ast):
     """The tiny AST after the option's stages, W4A8 with group-wise weights: FP stages, quantize, weights,
-    then the weight-rewriting stages. Returns the adapter, the batches and the reports."""
+    then the weight-rewriting stages. Returns the adapter, the batches, the reports and the stages."""
     adapter, batches = copy.deepcopy(tiny_ast[0]), tiny_ast[1]
     stages = build_stages([{**c, **FAST.get(c["_target_"], {})} for c in stages_of(option)])
     reports = run_stages(stages, "before_quantize", adapter, batches)
@@ -101,15 +101,13 @@ def prepared(option, tiny_ast):
     quantize_model(adapter.model, Placement.from_config(quant))
     calibrate_weights(adapter.model, "mse")
     reports += run_stages(stages, "after_weight_calibration", adapter, batches)
-    return adapter, batches, reports
+    return adapter, batches, reports, stages
 
 
 @pytest.mark.parametrize("option, calibrators", [(o, CALIBRATORS) for o in OPTIONS if o != "none"]
                          + [("every", {"entropy": {}})])
 def test_every_stage_composes_with_every_calibrator(option, calibrators, tiny_ast):
-    adapter, batches, reports = prepared(option, tiny_ast)
-    assert [r["stage"] for r in reports] == [type(s).name for s in build_stages(stages_of(option))]
-    assert all(r["layers"] and r["seconds"] >= 0 for r in reports)
+    adapter, batches, reports, stages = prepared(option, tiny_ast)
     weights = {q.name: p.detach().clone() for q, p in _weights(adapter.model)}
     scales = {q.name: q.scale.clone() for q in quantizers(adapter.model, "weight")}
     for name, options in calibrators.items():
@@ -118,6 +116,9 @@ def test_every_stage_composes_with_every_calibrator(option, calibrators, tiny_as
         if hasattr(calibrator, "bind"):
             calibrator.bind(adapter, batches)
         calibrator.calibrate(adapter.model, lambda m: [adapter.forward(b) for b in batches])
+        every = reports + run_stages(stages, "after_calibration", adapter, batches)
+        assert [r["stage"] for r in every] == [type(s).name for s in stages]
+        assert all(r["layers"] and r["seconds"] >= 0 for r in every)
         # the activation calibrator keeps the stage's weight grid, and the weights stay on it
         for q, p in _weights(adapter.model):
             assert torch.equal(q.scale, scales[q.name]) and torch.equal(p.detach(), weights[q.name])

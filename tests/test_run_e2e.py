@@ -84,7 +84,8 @@ def test_finished_run_is_skipped(ast_run, caplog):
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
 
 
-@pytest.mark.parametrize("ptq, phase", [("smoothquant", "before_quantize"), ("gptq", "after_weight_calibration")])
+@pytest.mark.parametrize("ptq, phase", [("smoothquant", "before_quantize"), ("gptq", "after_weight_calibration"),
+                                        ("bias_correction", "after_calibration")])
 def test_ptq_stages_run_in_their_phase(tmp_path, ptq, phase):
     cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
                       f"ptq={ptq}", "calibrator=minmax", "logger=csv", f"out_dir={tmp_path / 'out'}")

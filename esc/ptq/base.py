@@ -1,9 +1,10 @@
-"""The PTQ stage protocol: two hooks around quantizer insertion, each returning a report.
+"""The PTQ stage protocol: three hooks around quantizer insertion and calibration, each returning a report.
 
 A run calls every stage's `before_quantize` on the FP model (transformations that must see FP weights and
 activations: SmoothQuant, rotation), then inserts quantizers and calibrates the weight ranges, then calls every
 stage's `after_weight_calibration` (stages that rewrite weights on the calibrated grid: GPTQ, AdaRound), then
-runs the activation calibrator, which keeps the weight grid (`calibrate_weights` does not overwrite it).
+runs the activation calibrator, which keeps the weight grid (`calibrate_weights` does not overwrite it), then
+calls every stage's `after_calibration` (stages that need the whole quantized model: bias correction).
 Calibration data reaches a stage as the adapter's batches; stages know nothing about data sets or families.
 """
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 
-PHASES = ("before_quantize", "after_weight_calibration")
+PHASES = ("before_quantize", "after_weight_calibration", "after_calibration")
 
 
 class PTQStage:
@@ -34,6 +35,10 @@ class PTQStage:
 
     def after_weight_calibration(self, adapter: ModelAdapter, batches: Sequence[dict]) -> dict | None:
         """Rewrite weights on their quantizers' calibrated grids (activation quantizers not yet calibrated)."""
+        return None
+
+    def after_calibration(self, adapter: ModelAdapter, batches: Sequence[dict]) -> dict | None:
+        """Adjust the fully calibrated model (weights and activation scales fixed) in place."""
         return None
 
 

@@ -26,7 +26,7 @@ def build_stages(cfg_list: Iterable[Mapping]) -> list[PTQStage]:
 
 
 def run_stages(stages: Sequence[PTQStage], phase: str, adapter: ModelAdapter, batches: Sequence[dict]) -> list[dict]:
-    """Run `phase` ("before_quantize" or "after_weight_calibration") of every stage in order; return the
+    """Run `phase` (one of PHASES) of every stage in order; return the
     reports of the stages that act in this phase, each with `stage`, `phase` and `seconds` added."""
     if phase not in PHASES:
         raise ValueError(f"unknown PTQ phase {phase!r}; valid: {PHASES}")

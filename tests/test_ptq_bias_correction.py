@@ -1,0 +1,138 @@
+"""Bias correction: quantized channel means back to FP, layers without a bias, one-pass mode, clear errors."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ptq_helpers import ModuleAdapter
+
+from esc.calib.registry import make_calibrator
+from esc.calib.weights import calibrate_weights
+from esc.ptq.bias_correction import BiasCorrection
+from esc.quant.model import quantize_model, quantizers_off
+from esc.quant.placement import Placement
+from esc.quant.quantizer import QuantSpec
+
+
+class Block(nn.Module):
+    """Linear -> GELU -> Linear (no bias) -> GELU -> Linear: post-GELU inputs, whose small values round to zero
+    together at 4 bits, so the next layer's outputs shift by a systematic per-channel offset."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(16, 48)
+        self.second = nn.Linear(48, 32, bias=False)
+        self.third = nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.third(nn.functional.gelu(self.second(nn.functional.gelu(self.first(x)))))
+
+
+class CountingAdapter(ModuleAdapter):
+    def __init__(self, model):
+        super().__init__(model)
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        return super().forward(batch)
+
+
+def calibrated(calibrate: bool = True, seed: int = 0):
+    """The block at W8A4 (per-tensor activations), weights and (optionally) activations calibrated, its FP copy,
+    and batches."""
+    torch.manual_seed(seed)
+    model = Block()
+    fp = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    batches = [{"x": torch.randn(64, 16, generator=g) * 2} for _ in range(4)]
+    adapter = CountingAdapter(model)
+    quantize_model(model, Placement(weight=QuantSpec(8, True, "channel"), activation=QuantSpec(4, True, "tensor")))
+    calibrate_weights(model, "minmax")
+    if calibrate:
+        make_calibrator("minmax").calibrate(model, lambda m: [adapter.forward(b) for b in batches])
+    return adapter, fp, batches
+
+
+def channel_offset(adapter, fp, batches, layer: str) -> torch.Tensor:
+    """FP minus quantized per-channel output means of `layer` over the batches."""
+    outs = {}
+    for key, model in (("fp", fp), ("q", adapter.model)):
+        captured = []
+        hook = dict(model.named_modules())[layer].register_forward_hook(lambda m, a, o: captured.append(o.detach()))
+        with torch.no_grad():
+            for b in batches:
+                model(**b)
+        hook.remove()
+        outs[key] = torch.cat(captured).double().mean(0)
+    return outs["fp"] - outs["q"]
+
+
+def output_error(adapter, fp, batches) -> float:
+    with torch.no_grad():
+        return sum(float(((adapter.model(**b) - fp(**b)) ** 2).mean()) for b in batches) / len(batches)
+
+
+def test_sequential_correction_gives_every_layer_the_fp_channel_means():
+    adapter, fp, batches = calibrated()
+    offsets = {n: float(channel_offset(adapter, fp, batches, n).abs().mean()) for n in ("second", "third")}
+    error_before = output_error(adapter, fp, batches)
+    report = BiasCorrection().after_calibration(adapter, batches)
+    assert list(report["layers"]) == ["first", "second", "third"]
+    for name in ("second", "third"):
+        assert offsets[name] > 1e-3  # the 4-bit post-GELU inputs did shift the channel means
+        assert report["layers"][name]["offset_before"] > 1e-3
+        assert report["layers"][name]["offset_after"] < 1e-6
+        assert channel_offset(adapter, fp, batches, name).abs().max() < 1e-5
+    assert output_error(adapter, fp, batches) < error_before  # the last correction removes the mean error
+
+
+def test_a_layer_without_bias_gets_one_and_only_biases_change():
+    adapter, fp, batches = calibrated()
+    assert adapter.model.second.bias is None
+    weights = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
+    BiasCorrection().after_calibration(adapter, batches)
+    assert isinstance(adapter.model.second.bias, nn.Parameter) and adapter.model.second.bias.abs().sum() > 0
+    for name, p in adapter.model.named_parameters():
+        if not name.endswith("bias"):
+            assert torch.equal(p, weights[name]), name
+
+
+def test_one_pass_mode_runs_fewer_passes_and_still_reduces_the_offsets():
+    adapter, fp, batches = calibrated()
+    sequential = copy.deepcopy(adapter)
+    adapter.calls = sequential.calls = 0
+    one_pass = BiasCorrection(sequential=False).after_calibration(adapter, batches)
+    BiasCorrection().after_calibration(sequential, batches)
+    # FP means, the one correcting pass, the check pass; against one pass per layer
+    assert adapter.calls == 3 * len(batches) and sequential.calls == (3 + 2) * len(batches)
+    assert all(r["offset_after"] < r["offset_before"] for r in one_pass["layers"].values())
+    assert one_pass["sequential"] is False
+
+
+def test_max_batches_and_match_limit_the_work():
+    adapter, fp, batches = calibrated()
+    adapter.calls = 0
+    report = BiasCorrection(match="third", max_batches=2).after_calibration(adapter, batches)
+    assert list(report["layers"]) == ["third"] and report["batches"] == 2
+    assert adapter.calls == 3 * 2
+    assert adapter.model.second.bias is None
+
+
+def test_bad_settings_and_inputs_get_clear_errors():
+    adapter, _, batches = calibrated(calibrate=False)
+    with pytest.raises(RuntimeError, match="first.input_quantizer is not calibrated"):
+        BiasCorrection().after_calibration(adapter, batches)
+    adapter, _, batches = calibrated()
+    with pytest.raises(ValueError, match="no quantized layer matches 'decoder.*'"):
+        BiasCorrection(match="decoder.*").after_calibration(adapter, batches)
+    with pytest.raises(ValueError, match="max_batches"):
+        BiasCorrection(max_batches=0)
+    with pytest.raises(ValueError, match="no calibration batches"):
+        BiasCorrection().after_calibration(adapter, [])
+    with quantizers_off(adapter.model, "activation"), torch.no_grad():
+        adapter.model.first.bias[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="layer first has non-finite outputs"):
+        BiasCorrection().after_calibration(adapter, batches)
