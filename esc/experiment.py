@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -112,6 +113,41 @@ def summarise(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule, fp:
     return results
 
 
+@dataclass
+class Calibrated:
+    """What `quantize_and_calibrate` leaves besides the quantized model: the calibrator (with its search, for ESC),
+    the PTQ stages (their `after_calibration` phase still to run), the calibration batches, the stage reports so
+    far and the activation calibration's seconds."""
+
+    calibrator: object
+    stages: list
+    batches: list[dict]
+    ptq_reports: list[dict]
+    seconds: float
+
+
+def quantize_and_calibrate(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule) -> Calibrated:
+    """The run's PTQ stages before quantization, quantizers placed by the quant preset and the model's rules,
+    weight grids, the weight-rewriting stages, then the activation calibrator, on the calibration split."""
+    loader = data.calibration_dataloader(calibration_targets(adapter, data), pack=cfg.dataset.pack_calibration)
+    batches = [batch["inputs"] for batch in loader]
+    stages = build_stages(cfg.ptq.stages)
+    calibrator = instantiate(cfg.calibrator)
+    ptq_reports = run_stages(stages, "before_quantize", adapter, batches)
+    with stage("quantize"):
+        placement = Placement.from_config(OmegaConf.to_container(cfg.quant, resolve=True),
+                                         OmegaConf.to_container(cfg.model.rules, resolve=True) or [])
+        quantize_model(adapter.model, placement)
+        calibrate_weights(adapter.model, calibrator.weight_method)  # the grid weight-rewriting stages work on
+    ptq_reports += run_stages(stages, "after_weight_calibration", adapter, batches)
+    bind = getattr(calibrator, "bind", None)
+    if callable(bind):  # calibrators that score candidate scales on the task (ESC) need the calibration batches
+        bind(adapter, batches)
+    with stage("calibrate") as calib:
+        calibrator.calibrate(adapter.model, forward_loop_over(adapter, batches, "calibration"))
+    return Calibrated(calibrator, stages, batches, ptq_reports, calib["seconds"])
+
+
 def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     """Run the experiment of `cfg` into `run_dir`; return its results, or None when it had already finished."""
     run_dir = Path(run_dir)
@@ -131,23 +167,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
 
     fp = fp_reference(cfg, adapter, data, trainer)  # of the untouched model: PTQ stages may transform it below
-    loader = data.calibration_dataloader(calibration_targets(adapter, data), pack=cfg.dataset.pack_calibration)
-    batches = [batch["inputs"] for batch in loader]
-    forward_loop = forward_loop_over(adapter, batches, "calibration")
-    stages = build_stages(cfg.ptq.stages)
-    calibrator = instantiate(cfg.calibrator)
-    ptq_reports = run_stages(stages, "before_quantize", adapter, batches)
-    with stage("quantize"):
-        placement = Placement.from_config(OmegaConf.to_container(cfg.quant, resolve=True),
-                                         OmegaConf.to_container(cfg.model.rules, resolve=True) or [])
-        quantize_model(adapter.model, placement)
-        calibrate_weights(adapter.model, calibrator.weight_method)  # the grid weight-rewriting stages work on
-    ptq_reports += run_stages(stages, "after_weight_calibration", adapter, batches)
-    bind = getattr(calibrator, "bind", None)
-    if callable(bind):  # calibrators that score candidate scales on the task (ESC) need the calibration batches
-        bind(adapter, batches)
-    with stage("calibrate") as calib:
-        calibrator.calibrate(adapter.model, forward_loop)
+    calibrated = quantize_and_calibrate(cfg, adapter, data)
+    calibrator, stages, batches, ptq_reports = (calibrated.calibrator, calibrated.stages, calibrated.batches,
+                                                calibrated.ptq_reports)
     save_scales(adapter.model, run_dir / "scales.pt")
     search = record_search(calibrator, run_dir, logger)
     with stage("budget curve"):  # the calibrator's own solutions, before any after_calibration stage
@@ -157,7 +179,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     with stage("evaluate quantized"):
         quantized = evaluate(adapter, trainer, data.test_dataloader(), "quantized", fp["predictions"])
 
-    results = summarise(cfg, adapter, data, fp, quantized, calibrator, calib["seconds"], stages, ptq_reports)
+    results = summarise(cfg, adapter, data, fp, quantized, calibrator, calibrated.seconds, stages, ptq_reports)
     if search is not None:
         results["search"] = search
     if curve:
