@@ -21,7 +21,7 @@ from esc.quant.model import quantize_model, quantizers
 from esc.quant.placement import Placement
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-QUICK = {"popsize": 6, "max_generations": 3, "sigma0": 0.3}  # improves on the MSE start of ast_tiny
+QUICK = {"popsize": 8, "max_generations": 3, "sigma0": 0.05}  # improves on the MSE start of ast_tiny (seeds 0-3: -13..-56%)
 
 
 def tiny(model_name: str, n_batches: int = 3):
@@ -176,7 +176,7 @@ def test_search_options_change_the_search(options, other):
 
 
 @pytest.mark.parametrize("options, generations", [
-    ({"max_evals": 14}, 2), ({"timeout_s": 1e-9}, 0), ({"tolfun": 1e3}, 1), ({"max_generations": 2}, 2),
+    ({"max_evals": 17}, 2), ({"timeout_s": 1e-9}, 0), ({"tolfun": 1e3}, 1), ({"max_generations": 2}, 2),
 ])
 def test_stopping_rules(options, generations):
     calibrator, _ = run_esc(**{"max_generations": 5, **options})
@@ -250,7 +250,7 @@ def test_population_chunk_and_local_max_batches_reach_the_code(monkeypatch):
         return caches
 
     monkeypatch.setattr(local_search, "capture_blocks", capture)
-    run_esc(max_generations=1, population_batch=True, population_chunk=4, local_search=True, local_evals=5,
+    run_esc(max_generations=1, population_batch=True, population_chunk=3, local_search=True, local_evals=5,
             local_max_batches=1)
-    assert set(tiled) == {4, 2}  # QUICK's popsize 6 in chunks of 4
+    assert set(tiled) == {3, 2}  # QUICK's popsize 8 in chunks of 3
     assert captured and set(captured) == {1}  # one of the three calibration batches kept per block
