@@ -2,7 +2,7 @@
 
 Fidelity needs no labels beyond the teacher-forcing targets: on every batch the quantized model's output
 distribution is compared with the FP model's, obtained from the very same model with every quantizer switched off
-(quantizers off gives back the FP outputs exactly), so no second copy of the model is held in memory. The positions
+and the parameters PTQ stages rewrote swapped back (`esc.quant.reference`), so no second copy of the model runs. The positions
 compared are those ESC's fitness uses (`esc.calib.fitness.prediction_mask`), so the two KL figures agree.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from esc.calib.fitness import prediction_mask
-from esc.quant.model import quantizers_off
+from esc.quant.reference import fp_reference
 from esc.models.base import ModelAdapter
 
 
@@ -71,7 +71,7 @@ class Evaluator(L.LightningModule):
         self._predictions.update(zip(batch["names"], predictions))
         self._references.update(zip(batch["names"], batch["targets"]))
         if self.fp_predictions is not None:
-            with quantizers_off(self.model):
+            with fp_reference(self.model):
                 fp_logits = self.adapter.forward(inputs)
             kl, positions = kl_sum(fp_logits, q_logits, prediction_mask(self.adapter, inputs, q_logits))
             self._kl += kl

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from esc.models.base import ModelAdapter
-from esc.quant.model import quantizers_off
+from esc.quant.reference import fp_reference
 
 FITNESS_KINDS = ("kl", "task_loss")
 
@@ -73,7 +73,7 @@ class Fitness:
         """Per batch: FP probabilities at the predicted positions, the position mask, and sum p log p."""
         if self._targets is None:
             targets = []
-            with quantizers_off(self.adapter.model):
+            with fp_reference(self.adapter.model):
                 for batch in self.batches:
                     logits = self.adapter.forward(batch)
                     mask = prediction_mask(self.adapter, batch, logits)

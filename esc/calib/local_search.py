@@ -28,7 +28,8 @@ from esc.calib.base import ForwardLoop
 from esc.calib.cma_search import SearchSettings, run_search
 from esc.calib.scale_vector import ScaleVector
 from esc.quant.attention import is_attention_module
-from esc.quant.model import quantizers, quantizers_off
+from esc.quant.model import quantizers
+from esc.quant.reference import fp_reference
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def capture_blocks(model: nn.Module, forward_loop: ForwardLoop, max_batches: int
         handles.append(cache.block.register_forward_pre_hook(cache.before, with_kwargs=True))
         handles.append(cache.block.register_forward_hook(cache.after))
     try:
-        with quantizers_off(model):
+        with fp_reference(model):
             forward_loop(model)
     finally:
         for handle in handles:
@@ -139,7 +140,7 @@ def capture_blocks(model: nn.Module, forward_loop: ForwardLoop, max_batches: int
 
 def _check_replay(cache: BlockCache) -> None:
     problem = None
-    with quantizers_off(cache.block):
+    with fp_reference(cache.block):
         try:
             error = cache.error()
             if error > REPLAY_TOLERANCE:

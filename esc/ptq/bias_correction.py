@@ -25,7 +25,8 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage, run_batches
-from esc.quant.model import QuantizedLayer, quantizers_off
+from esc.quant.model import QuantizedLayer
+from esc.quant.reference import fp_reference, keep_fp
 
 
 class BiasCorrection(PTQStage):
@@ -46,7 +47,7 @@ class BiasCorrection(PTQStage):
         layers = correctable_layers(adapter.model, self.match)
         if not layers:
             raise ValueError(f"bias_correction: no quantized layer matches {self.match!r}")
-        with quantizers_off(adapter.model):
+        with fp_reference(adapter.model):
             fp_means = channel_means(adapter, batches, layers)
         before = {}
         groups = [[name] for name in layers] if self.sequential else [list(layers)]
@@ -113,7 +114,9 @@ def channel_means(adapter: ModelAdapter, batches: Sequence[dict], layers: dict[s
 
 
 def add_to_bias(layer: nn.Module, offset: torch.Tensor) -> None:
-    """Add a per-output-channel offset to the layer's bias, registering a zero bias first if it has none."""
+    """Add a per-output-channel offset to the layer's bias, registering a zero bias first if it has none; the FP
+    bias stays the model's FP reference (`esc.quant.reference`)."""
+    keep_fp(layer, "bias")
     if layer.bias is None:
         layer.bias = nn.Parameter(torch.zeros(offset.numel(), dtype=layer.weight.dtype, device=layer.weight.device))
     with torch.no_grad():

@@ -22,6 +22,7 @@ from esc.ptq.base import run_batches, tied_parameters
 from esc.quant.model import quantizers_off
 from esc.quant.model import QuantizedLayer
 from esc.quant.quantizer import Quantizer, integer_range
+from esc.quant.reference import keep_fp
 
 
 def weight_targets(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
@@ -94,7 +95,9 @@ def output_error(delta: torch.Tensor, second_moment: torch.Tensor) -> float:
 
 
 def write_weight(layer: nn.Module, matrix: torch.Tensor) -> None:
-    """Write the rewritten (out, columns) matrix into the layer's weight in place (bumps its version)."""
+    """Write the rewritten (out, columns) matrix into the layer's weight in place (bumps its version); the FP
+    weight stays the model's FP reference (`esc.quant.reference`)."""
+    keep_fp(layer, "weight")
     with torch.no_grad():
         layer.weight.copy_(matrix.reshape(layer.weight.shape).to(layer.weight.dtype))
 
