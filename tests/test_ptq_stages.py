@@ -9,11 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ptq_helpers import tiny_ast_with_batches
 from run_helpers import compose_run
 
 from esc.calib.registry import make_calibrator
 from esc.calib.weights import calibrate_weights
-from esc.models.registry import build_adapter
 from esc.ptq.base import PTQStage
 from esc.ptq.registry import build_stages, run_stages
 from esc.quant.model import quantize_model, quantizers
@@ -82,12 +82,7 @@ def test_a_chain_runs_its_stages_in_order_per_phase():
 
 @pytest.fixture(scope="module")
 def tiny_ast():
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / "ast_tiny.yaml")))
-    rng = np.random.default_rng(0)
-    batches = [adapter.collate([(0.1 * rng.standard_normal(8000)).astype(np.float32) for _ in range(2)],
-                               adapter.labels[:2]) for _ in range(2)]
-    return adapter, batches
+    return tiny_ast_with_batches()
 
 
 def prepared(option, tiny_ast):

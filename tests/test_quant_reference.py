@@ -1,16 +1,15 @@
 """The FP reference inside a quantized model stays the FP model after stages rewrite weights and biases."""
 
 import copy
-from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
+
+from ptq_helpers import CONF, tiny_ast_with_batches
 
 from esc.calib.fitness import Fitness
 from esc.calib.registry import make_calibrator
 from esc.calib.weights import calibrate_weights
-from esc.models.registry import build_adapter
 from esc.ptq.adaround import AdaRound
 from esc.ptq.bias_correction import BiasCorrection
 from esc.ptq.gptq import GPTQ
@@ -18,15 +17,9 @@ from esc.quant.model import quantize_model, quantizers_off
 from esc.quant.placement import Placement
 from esc.quant.reference import fp_reference
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def tiny_ast_w4a4():
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / "ast_tiny.yaml")))
-    rng = np.random.default_rng(0)
-    batches = [adapter.collate([(0.1 * rng.standard_normal(8000)).astype(np.float32) for _ in range(2)],
-                               adapter.labels[:2]) for _ in range(2)]
+    adapter, batches = tiny_ast_with_batches()
     fp = copy.deepcopy(adapter.model)
     quant = OmegaConf.to_container(OmegaConf.load(CONF / "quant" / "w8a8.yaml"))
     quant["weight"]["bits"] = quant["activation"]["bits"] = 4
