@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|keywords|keywords_ptq [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_esc|keywords|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | keywords | keywords_ptq}
+part=${1:?part: whisper_ptq | whisper_esc | keywords | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords120}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -37,5 +37,27 @@ case $part in
     run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 $esc_kws \
         ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
     run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse ptq=gptq,smoothquant+gptq ;;
+  keywords_bc)  # bias correction after every calibrator (wav2vec2 W8A8/W8A4), PTQ chains with ESC at 4 bits (AST)
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 calibrator=minmax,percentile,mse ptq=none,bias_correction \
+        seed=0,1,2
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
+        calibrator.max_evals=150 ptq=bias_correction
+    run threads=1 model=wav2vec2_kws $kws quant=w8a4 calibrator=mse,percentile ptq=bias_correction
+    run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
+        calibrator.max_evals=150 ptq=bias_correction
+    chains=smoothquant+gptq,rotation+gptq,smoothquant+gptq+bias_correction,rotation+gptq+bias_correction
+    run threads=1 model=ast_kws $kws quant=w4a4_g64 $esc_kws ptq=$chains seed=0,1,2
+    run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse ptq=gptq,adaround,$chains
+    run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 $esc_kws ptq=gptq,adaround
+    run threads=1 model=ast_kws $kws quant=w4a8_g64 $esc_kws ptq=smoothquant+gptq,rotation+gptq ;;
+  whisper_bc)  # Whisper tiny.en (bundled data): bias correction, and the GPTQ chains re-measured against true FP
+    run threads=2 quant=w8a8 calibrator=mse ptq=bias_correction
+    run threads=2 quant=w4a8_g64 calibrator=mse ptq=gptq,rotation+gptq,rotation+gptq+bias_correction
+    run threads=2 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 ptq=rotation+gptq
+    run threads=2 quant=w4a4_g64 calibrator=mse ptq=rotation+gptq,rotation+gptq+bias_correction ;;
+  sensitivity)  # which quantizer groups cost the fidelity: wav2vec2 at W8A8, Whisper at W8A4
+    python -m esc.sensitivity out_dir="$out" threads=2 logger=csv model=wav2vec2_kws $kws quant=w8a8 \
+        calibrator=mse eval_batches=8
+    python -m esc.sensitivity out_dir="$out" threads=2 logger=csv quant=w8a4 calibrator=mse eval_batches=1 ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
