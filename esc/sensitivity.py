@@ -70,6 +70,8 @@ def group_sensitivity(model: torch.nn.Module, fitness: Fitness, groups: dict[str
         finally:
             for q in members:
                 q.enabled = True
+        log.info("sensitivity: %s (%d quantizers) in FP: KL %.4g (all quantized: %.4g)", name, len(members),
+                 without, full)
         rows.append({"group": name, "quantizers": len(members), "kl_without": without,
                      "recovered": full - without, "share": (full - without) / full if full > 0 else 0.0})
     rows.sort(key=lambda row: row["recovered"], reverse=True)
