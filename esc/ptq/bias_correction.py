@@ -81,7 +81,8 @@ def correctable_layers(model: nn.Module, match: str) -> dict[str, nn.Module]:
     return layers
 
 
-def channel_means(adapter: ModelAdapter, batches: Sequence[dict], layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+def channel_means(adapter: ModelAdapter, batches: Sequence[dict],
+                  layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """Each layer's output mean per channel (axis 1 of a convolution's output, the last axis of a Linear's) over
     every batch and position, in float64."""
     sums: dict[str, list] = {name: [0.0, 0] for name in layers}
