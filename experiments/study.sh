@@ -54,9 +54,7 @@ case $part in
     run threads=2 quant=w8a8 calibrator=mse ptq=bias_correction
     run threads=2 quant=w4a8_g64,w4a4_g64 calibrator=mse ptq=gptq,rotation+gptq
     run threads=2 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 ptq=rotation+gptq
-    # one-pass bias correction: the sequential one costs a pass per layer (592 s at W8A8 on one loaded core)
-    run threads=2 quant=w4a8_g64,w4a4_g64 calibrator=mse ptq=rotation+gptq+bias_correction \
-        +ptq.stages.2.sequential=false ;;
+    run threads=2 quant=w4a8_g64 calibrator=mse ptq=rotation+gptq+bias_correction ;;
   sensitivity)  # which quantizer groups cost the fidelity: wav2vec2 at W8A8, Whisper at W8A4
     python -m esc.sensitivity out_dir="$out" threads=2 logger=csv model=wav2vec2_kws $kws quant=w8a8 \
         calibrator=mse eval_batches=8

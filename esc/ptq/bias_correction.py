@@ -8,11 +8,12 @@ on the calibration batches, each layer's per-output-channel mean in the FP model
 adds the difference to the layer's bias (creating a zero bias where the layer had none). It needs the activation
 scales, so it runs after the activation calibrator (phase `after_calibration`).
 
-Sequentially (the default) the layers are corrected in the order they run, each measured with the corrections
-of the layers before it in place: one pass over the batches per layer, and afterwards every corrected layer's
-channel means on the calibration batches equal the FP model's. `sequential=false` corrects every layer from one
-pass instead (cheaper on large models; later layers are then corrected for offsets that earlier corrections
-already remove in part).
+The layers are corrected in the order they run, each measured with the corrections of the layers before it in
+place: one pass over the batches per layer (plus one for the FP means and one for the report), and afterwards every
+corrected layer's channel means on the calibration batches equal the FP model's. Correcting every layer from a
+single pass is not offered: each layer would also be corrected for the offset its inputs inherit from layers that
+are corrected themselves, and on the real Whisper tiny.en at W4A8 (rotation+GPTQ) that double correction took the
+fidelity KL from 0.058 to 2.48 and WER from 10% to 92%.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ class BiasCorrection(PTQStage):
 
     name = "bias_correction"
 
-    def __init__(self, match: str = "*", sequential: bool = True, max_batches: int | None = None):
+    def __init__(self, match: str = "*", max_batches: int | None = None):
         if max_batches is not None and max_batches < 1:
             raise ValueError(f"bias_correction: max_batches must be >= 1 or null, got {max_batches}")
-        self.match, self.sequential, self.max_batches = match, sequential, max_batches
+        self.match, self.max_batches = match, max_batches
 
     def after_calibration(self, adapter: ModelAdapter, batches: Sequence[dict]) -> dict:
         """Correct the biases in place; report each layer's mean |channel offset| before and after."""
@@ -50,15 +51,12 @@ class BiasCorrection(PTQStage):
         with fp_reference(adapter.model):
             fp_means = channel_means(adapter, batches, layers)
         before = {}
-        groups = [[name] for name in layers] if self.sequential else [list(layers)]
-        for group in groups:
-            quantized_means = channel_means(adapter, batches, {n: layers[n] for n in group})
-            for name in group:
-                offset = fp_means[name] - quantized_means[name]
-                add_to_bias(layers[name], offset)
-                before[name] = float(offset.abs().mean())
+        for name, layer in layers.items():
+            offset = fp_means[name] - channel_means(adapter, batches, {name: layer})[name]
+            add_to_bias(layer, offset)
+            before[name] = float(offset.abs().mean())
         after = channel_means(adapter, batches, layers)
-        return {"sequential": self.sequential, "batches": len(batches),
+        return {"batches": len(batches),
                 "layers": {name: {"offset_before": before[name],
                                   "offset_after": float((fp_means[name] - after[name]).abs().mean())}
                            for name in layers}}
