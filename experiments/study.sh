@@ -51,7 +51,8 @@ case $part in
     run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 $esc_kws ptq=gptq,adaround
     run threads=1 model=ast_kws $kws quant=w4a8_g64 $esc_kws ptq=smoothquant+gptq,rotation+gptq ;;
   whisper_bc)  # Whisper tiny.en (bundled data): bias correction, and the GPTQ chains re-measured against true FP
-    run threads=2 quant=w8a8 calibrator=mse,esc calibrator.max_evals=150 ptq=bias_correction
+    run threads=2 quant=w8a8 calibrator=mse ptq=bias_correction
+    run threads=2 quant=w8a8 calibrator=esc calibrator.max_evals=150 ptq=bias_correction
     run threads=2 quant=w4a8_g64,w4a4_g64 calibrator=mse ptq=gptq,rotation+gptq
     run threads=2 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 ptq=rotation+gptq
     run threads=2 quant=w4a8_g64 calibrator=mse ptq=rotation+gptq+bias_correction ;;
