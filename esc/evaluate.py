@@ -2,8 +2,9 @@
 
 Fidelity needs no labels beyond the teacher-forcing targets: on every batch the quantized model's output
 distribution is compared with the FP model's, obtained from the very same model with every quantizer switched off
-and the parameters PTQ stages rewrote swapped back (`esc.quant.reference`), so no second copy of the model runs. The positions
-compared are those ESC's fitness uses (`esc.calib.fitness.prediction_mask`), so the two KL figures agree.
+and the parameters PTQ stages rewrote swapped back (`esc.quant.reference`), so no second copy of the model runs.
+The positions compared are those ESC's fitness uses (`esc.calib.fitness.prediction_mask`), so the two KL figures
+agree.
 """
 
 from __future__ import annotations

@@ -113,6 +113,19 @@ def summarise(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule, fp:
     return results
 
 
+def model_and_data(cfg: DictConfig) -> tuple[ModelAdapter, AudioDataModule]:
+    """Seed, threads, the model adapter and its read and checked data splits, as a run starts."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with stage("build model"):
+        adapter = build_adapter(OmegaConf.to_container(cfg.model, resolve=True))
+    with stage("read data"):
+        data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
+        data.setup()
+    return adapter, data
+
+
 @dataclass
 class Calibrated:
     """What `quantize_and_calibrate` leaves besides the quantized model: the calibrator (with its search, for ESC),
@@ -154,28 +167,20 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if finished(run_dir):
         log.info("skipped: %s already holds %s (remove it to re-run)", run_dir, RESULTS)
         return None
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    with stage("build model"):
-        adapter = build_adapter(OmegaConf.to_container(cfg.model, resolve=True))
-    with stage("read data"):
-        data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
-        data.setup()
+    adapter, data = model_and_data(cfg)
     logger = instantiate(cfg.logger, save_dir=str(run_dir))
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
 
     fp = fp_reference(cfg, adapter, data, trainer)  # of the untouched model: PTQ stages may transform it below
     calibrated = quantize_and_calibrate(cfg, adapter, data)
-    calibrator, stages, batches, ptq_reports = (calibrated.calibrator, calibrated.stages, calibrated.batches,
-                                                calibrated.ptq_reports)
+    calibrator, stages = calibrated.calibrator, calibrated.stages
     save_scales(adapter.model, run_dir / "scales.pt")
     search = record_search(calibrator, run_dir, logger)
     with stage("budget curve"):  # the calibrator's own solutions, before any after_calibration stage
         curve = budget_curve(calibrator, list(cfg.get("budget_curve") or []), adapter, trainer,
                              data.test_dataloader, fp["predictions"])
-    ptq_reports += run_stages(stages, "after_calibration", adapter, batches)
+    ptq_reports = calibrated.ptq_reports + run_stages(stages, "after_calibration", adapter, calibrated.batches)
     with stage("evaluate quantized"):
         quantized = evaluate(adapter, trainer, data.test_dataloader(), "quantized", fp["predictions"])
 

@@ -22,17 +22,14 @@ from itertools import islice
 from pathlib import Path
 
 import hydra
-import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from esc.calib.fitness import Fitness
-from esc.data.datamodule import AudioDataModule
-from esc.experiment import quantize_and_calibrate
-from esc.models.registry import build_adapter
+from esc.experiment import model_and_data, quantize_and_calibrate
 from esc.ptq.registry import run_stages
-from esc.quant.model import quantizers
+from esc.quant.model import quantizers, switched_off
 from esc.quant.quantizer import Quantizer
 from esc.results import register_resolvers, write_json
 
@@ -63,13 +60,8 @@ def group_sensitivity(model: torch.nn.Module, fitness: Fitness, groups: dict[str
     full = fitness(model)
     rows = []
     for name, members in groups.items():
-        for q in members:
-            q.enabled = False
-        try:
+        with switched_off(members):
             without = fitness(model)
-        finally:
-            for q in members:
-                q.enabled = True
         log.info("sensitivity: %s (%d quantizers) in FP: KL %.4g (all quantized: %.4g)", name, len(members),
                  without, full)
         rows.append({"group": name, "quantizers": len(members), "kl_without": without,
@@ -80,12 +72,7 @@ def group_sensitivity(model: torch.nn.Module, fitness: Fitness, groups: dict[str
 
 def run_sensitivity(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Quantize and calibrate as `esc.run` would, measure every group's sensitivity, write `sensitivity.json`."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    adapter = build_adapter(OmegaConf.to_container(cfg.model, resolve=True))
-    data = AudioDataModule(OmegaConf.to_container(cfg.dataset, resolve=True), adapter)
-    data.setup()
+    adapter, data = model_and_data(cfg)
     calibrated = quantize_and_calibrate(cfg, adapter, data)
     ptq_reports = calibrated.ptq_reports + run_stages(calibrated.stages, "after_calibration", adapter,
                                                       calibrated.batches)

@@ -26,8 +26,8 @@ def build_stages(cfg_list: Iterable[Mapping]) -> list[PTQStage]:
 
 
 def run_stages(stages: Sequence[PTQStage], phase: str, adapter: ModelAdapter, batches: Sequence[dict]) -> list[dict]:
-    """Run `phase` (one of PHASES) of every stage in order; return the
-    reports of the stages that act in this phase, each with `stage`, `phase` and `seconds` added."""
+    """Run `phase` (one of PHASES) of every stage in order; return the reports of the stages that act in this
+    phase, each with `stage`, `phase` and `seconds` added."""
     if phase not in PHASES:
         raise ValueError(f"unknown PTQ phase {phase!r}; valid: {PHASES}")
     reports = []

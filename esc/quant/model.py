@@ -8,8 +8,8 @@ quantizers and the model switches to the quantized attention function.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import torch
@@ -91,10 +91,15 @@ def set_enabled(model: nn.Module, enabled: bool, kind: str | None = None) -> Non
         q.enabled = enabled and q.spec.enabled
 
 
+def quantizers_off(model: nn.Module, kind: str | None = None) -> AbstractContextManager[None]:
+    """Switch the model's quantizers (all, or one kind) off for a block, restoring each one's own state afterwards."""
+    return switched_off(quantizers(model, kind))
+
+
 @contextmanager
-def quantizers_off(model: nn.Module, kind: str | None = None) -> Iterator[None]:
-    """Switch quantizers (all, or one kind) off for a block, restoring each one's own state afterwards."""
-    states = [(q, q.enabled) for q in quantizers(model, kind)]
+def switched_off(chosen: Iterable[Quantizer]) -> Iterator[None]:
+    """Switch the given quantizers off for a block, restoring each one's own state afterwards."""
+    states = [(q, q.enabled) for q in chosen]
     for q, _ in states:
         q.enabled = False
     try:
