@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from audio_folders import write_folder
-from run_helpers import CONF
+from run_helpers import CONF, run_cli
 
 from esc.sensitivity import format_table, run_sensitivity
 
@@ -19,7 +19,8 @@ def compose_sensitivity(tmp_path, *overrides):
 
 
 def test_role_groups_partition_the_quantizers_and_are_ranked_by_recovered_kl(tmp_path):
-    result = run_sensitivity(compose_sensitivity(tmp_path), tmp_path / "out")
+    result = run_sensitivity(compose_sensitivity(tmp_path, "dataset.batch_size=1", "eval_batches=2"), tmp_path / "out")
+    assert result["eval_batches"] == 2  # of the 4 one-clip evaluation batches
     rows = result["groups"]
     assert result["kl"] > 0  # W4A4 on the tiny AST is not its FP model
     assert sum(r["quantizers"] for r in rows) == result["n_quantizers"] > len(rows)  # layers folded into roles
@@ -38,3 +39,12 @@ def test_every_quantizer_off_is_the_fp_model_and_unknown_globs_fail(tmp_path):
     assert everything["share"] == pytest.approx(1.0, abs=1e-2)
     with pytest.raises(ValueError, match=r"no enabled quantizer matches \['\*decoder\*'\]"):
         run_sensitivity(compose_sensitivity(tmp_path, "groups=['*decoder*']"), tmp_path / "out2")
+
+
+def test_cli_prints_show_groups_and_writes_every_one(tmp_path):
+    data = write_folder(tmp_path / "kws")
+    done = run_cli("esc.sensitivity", "model=ast_tiny", "dataset=folder", f"dataset.path={data}", "quant=w4a4",
+                   "calibrator=minmax", "logger=csv", f"out_dir={tmp_path / 'out'}", "show=2", cwd=tmp_path)
+    rows = [line for line in done.stdout.splitlines() if line.strip().endswith("_quantizer")]
+    [written] = (tmp_path / "out").rglob("sensitivity.json")
+    assert len(rows) == 2 < len(json.loads(written.read_text())["groups"])
