@@ -1,5 +1,6 @@
 """Synthetic speech sets (esc.data.tts, synth, engines) on a handful of clips."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,9 +16,10 @@ from esc.data.audio import load_audio
 from esc.data.effects import trim_silence
 from esc.data.engines import EngineMissingError, Voice, check_voice, engine_args, require_engine, synthesize
 from esc.data.folders import METADATA, read_metadata
-from esc.data.synth import balanced_voices
+from esc.data.synth import Clip, Variation, balanced_voices, plan, speak
 from esc.data.tts import (
     KEYWORD_HELDOUT_VOICES,
+    KEYWORD_VARIATIONS,
     SENTENCE_HELDOUT_VOICES,
     generate_keywords,
     generate_sentences,
@@ -56,7 +58,8 @@ def keywords(tmp_path_factory):
 def check_split(split_dir, column):
     """Metadata and files agree; every clip loads as valid 16 kHz mono audio."""
     rows = read_metadata(split_dir)
-    assert list(rows[0]) == ["file_name", column, "text", "voice", "engine", "speed", "pitch", "noise", "noise_db"]
+    assert list(rows[0]) == ["file_name", column, "text", "voice", "engine", "speed", "pitch", "noise", "noise_db",
+                            "formant"]
     assert {r["file_name"] for r in rows} == {p.name for p in split_dir.glob("*.flac")}
     clips = [load_audio(split_dir / r["file_name"], 16000, expected_rate=16000, stereo="error") for r in rows]
     return rows, clips
@@ -89,6 +92,11 @@ def test_keyword_splits(keywords):
     assert all(clip.shape == (16000,) for clip in cal_clips + eval_clips)
     assert {r["voice"] for r in evaluation} <= {v.name for v in KEYWORD_HELDOUT_VOICES}
     assert not {r["voice"] for r in calibration} & {r["voice"] for r in evaluation}
+    # Formants move in training only; held-out voices stay natural.
+    assert len({r["formant"] for r in calibration}) == len(calibration)
+    assert {r["formant"] for r in evaluation} == {"1.0"}
+    low, high = KEYWORD_VARIATIONS["calibration"].formant
+    assert all(low <= float(r["formant"]) <= high for r in calibration)
     for row in calibration + evaluation:
         assert row["noise"] in ("none", "white", "pink")
         assert (row["noise_db"] == "") == (row["noise"] == "none")
@@ -187,6 +195,32 @@ def test_speed_and_pitch_reach_the_audio(spec):
     assert 1.3 < slow / fast < 1.9
     low, high = (synthesize(voice, text, pitch=p) for p in (0.8, 1.2))
     assert median_f0(high) / median_f0(low) > 1.15
+
+
+def test_plans_without_formant_draw_nothing_for_it():
+    items = [(f"{i}.flac", "yes", "yes") for i in range(5)]
+    voices = [Voice("flite", "kal"), Voice("flite", "awb")]
+    natural = plan(items, voices, Variation(), np.random.default_rng(3))
+    assert all(c.formant == 1.0 for c in natural)
+    shifted = plan(items, voices, Variation(formant=(0.9, 1.25)), np.random.default_rng(3))
+    assert [c.seed for c in shifted] != [c.seed for c in natural]  # the draw itself is real
+    assert all(0.9 <= c.formant <= 1.25 for c in shifted)
+
+
+@needs_engines
+def test_formant_shift_moves_the_spectrum_not_speed_or_pitch():
+    clip = Clip(file_name="x.flac", target="", text="The weather today is mild and the river is calm.",
+                voice=Voice("flite", "awb"), speed=1.0, pitch=1.0, noise="none", noise_db=None, seed=0)
+    natural = speak(clip)
+    raised = speak(dataclasses.replace(clip, formant=1.25))
+    assert 0.9 < trim_silence(raised).size / trim_silence(natural).size < 1.1
+    assert 0.9 < median_f0(raised) / median_f0(natural) < 1.1
+    assert spectral_centroid(raised) / spectral_centroid(natural) > 1.12
+
+
+def spectral_centroid(audio, rate=16000):
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    return float(np.sum(np.fft.rfftfreq(audio.size, 1 / rate) * power) / np.sum(power))
 
 
 def median_f0(audio, rate=16000):
