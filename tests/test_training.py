@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import fields
 
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 from esc.augment import AugmentConfig, augment_batch, mask, stretch
 from esc.models.base import CheckpointError
 from esc.models.registry import build_adapter
-from esc.train import train
+from esc.train import accuracy_by_voice, train
 
 NO_AUGMENT = [f"augment.{f.name}=0" for f in fields(AugmentConfig)] + ["label_smoothing=0", "mixup=0"]
 
@@ -55,6 +56,26 @@ def test_training_writes_a_checkpoint_that_loads_as_pretrained(tmp_path):
     assert not torch.equal(fresh["classifier.dense.weight"], weights["classifier.dense.weight"])
     predictions = adapter.predict(adapter.collate([tone(1), tone(2)]))
     assert set(predictions) <= set(LABELS)
+
+
+def test_scores_per_voice_from_the_metadata(tmp_path):
+    data = write_folder(tmp_path / "data", n_calibration=8, n_evaluation=6)
+    metadata = data / "evaluation" / "metadata.csv"
+    rows = list(csv.DictReader(metadata.open()))
+    with metadata.open("w", newline="") as f:  # two voices, as the generated sets name them
+        writer = csv.DictWriter(f, ["file_name", "label", "voice"])
+        writer.writeheader()
+        writer.writerows({**r, "voice": "ab"[i % 2]} for i, r in enumerate(rows))
+    metrics, _ = train_tiny(tmp_path)
+    heldout, asterisk = metrics["scores"]["heldout"], metrics["scores"]["asterisk"]
+    assert heldout["accuracy"] == pytest.approx(metrics["val_accuracy"])
+    labels = {r["file_name"]: r["label"] for r in rows}
+    for voice, first in (("a", 0), ("b", 1)):
+        names = [r["file_name"] for r in rows[first::2]]
+        expected = sum(heldout["predictions"][n] == labels[n] for n in names) / len(names)
+        assert heldout["by_voice"][voice] == pytest.approx(expected)
+    assert asterisk["by_voice"] == heldout["by_voice"]  # score_on points at the same split here
+    assert accuracy_by_voice(data / "calibration", {"cal0.wav": "yes"}) is None  # no voice column
 
 
 @pytest.mark.parametrize("override", ["augment.speed=0.3", "augment.mel_warp=0.3", "augment.time_masks=2",
