@@ -9,7 +9,7 @@
 set -euo pipefail
 part=${1:?part: whisper_ptq | whisper_esc | keywords | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
-KEYWORDS=${KEYWORDS:-/work/gen/keywords120}
+KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
 run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
 kws="dataset=folder dataset.path=$KEYWORDS dataset.calibration_size=128 dataset.batch_size=16"
