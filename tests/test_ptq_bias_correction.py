@@ -10,6 +10,8 @@ from ptq_helpers import ModuleAdapter
 
 from esc.calib.registry import make_calibrator
 from esc.calib.weights import calibrate_weights
+from esc.calib.fitness import Fitness
+from esc.ptq import bias_correction
 from esc.ptq.bias_correction import BiasCorrection
 from esc.quant.model import quantize_model, quantizers_off
 from esc.quant.placement import Placement
@@ -31,6 +33,8 @@ class Block(nn.Module):
 
 
 class CountingAdapter(ModuleAdapter):
+    task = "classification"  # the guard's fitness: KL of the (64, 8) outputs' softmax to FP's
+
     def __init__(self, model):
         super().__init__(model)
         self.calls = 0
@@ -79,7 +83,7 @@ def test_correction_gives_every_layer_the_fp_channel_means():
     adapter, fp, batches = calibrated()
     offsets = {n: float(channel_offset(adapter, fp, batches, n).abs().mean()) for n in ("second", "third")}
     error_before = output_error(adapter, fp, batches)
-    report = BiasCorrection().after_calibration(adapter, batches)
+    report = BiasCorrection(guard=False).after_calibration(adapter, batches)
     assert list(report["layers"]) == ["first", "second", "third"]
     for name in ("second", "third"):
         assert offsets[name] > 1e-3  # the 4-bit post-GELU inputs did shift the channel means
@@ -103,8 +107,43 @@ def test_a_layer_without_bias_gets_one_and_only_biases_change():
 def test_one_pass_per_layer_plus_the_fp_and_report_passes():
     adapter, _, batches = calibrated()
     adapter.calls = 0
-    BiasCorrection().after_calibration(adapter, batches)
+    BiasCorrection(guard=False).after_calibration(adapter, batches)
     assert adapter.calls == (1 + 3 + 1) * len(batches)
+    adapter.calls = 0
+    BiasCorrection().after_calibration(adapter, batches)  # the guard: FP targets, a start and one check per layer
+    assert adapter.calls == (1 + 3 + 1 + 1 + 1 + 3) * len(batches)
+
+
+def test_guard_keeps_only_corrections_that_do_not_raise_the_calibration_kl():
+    adapter, _, batches = calibrated()
+    report = BiasCorrection().after_calibration(adapter, batches)
+    fitness = Fitness(adapter, batches)
+    assert report["kl_after"] <= report["kl_before"]
+    assert fitness(adapter.model) == pytest.approx(report["kl_after"], rel=1e-6)
+    assert [layer["kl"] for layer in report["layers"].values()] == sorted(
+        (layer["kl"] for layer in report["layers"].values()), reverse=True)
+
+
+def test_guard_restores_a_rejected_layer_exactly(monkeypatch):
+    scripted = iter([1.0, 0.5, 0.9, 0.4])  # start, then after first (kept), second (rejected), third (kept)
+
+    class ScriptedFitness:
+        def __init__(self, adapter, batches):
+            pass
+
+        def __call__(self, model):
+            return next(scripted)
+
+    monkeypatch.setattr(bias_correction, "Fitness", ScriptedFitness)
+    adapter, _, batches = calibrated()
+    first_bias = adapter.model.first.bias.detach().clone()
+    report = BiasCorrection().after_calibration(adapter, batches)
+    assert [layer["kept"] for layer in report["layers"].values()] == [True, False, True]
+    assert [layer["kl"] for layer in report["layers"].values()] == [0.5, 0.5, 0.4]
+    assert (report["kl_before"], report["kl_after"]) == (1.0, 0.4)
+    assert torch.equal(adapter.model.second.bias, torch.zeros(32))  # had none: an exact zero bias
+    assert not torch.equal(adapter.model.first.bias, first_bias)
+    assert report["layers"]["second"]["offset_after"] > 1e-3
 
 
 def test_max_batches_and_match_limit_the_work():
@@ -112,7 +151,7 @@ def test_max_batches_and_match_limit_the_work():
     adapter.calls = 0
     report = BiasCorrection(match="third", max_batches=2).after_calibration(adapter, batches)
     assert list(report["layers"]) == ["third"] and report["batches"] == 2
-    assert adapter.calls == 3 * 2
+    assert adapter.calls == (3 + 3) * 2  # FP means, the layer, the report; FP targets, start and check
     assert adapter.model.second.bias is None
 
 
