@@ -42,7 +42,10 @@ case $part in
         seed=0,1,2
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
         calibrator.max_evals=150 ptq=bias_correction
-    run threads=1 model=wav2vec2_kws $kws quant=w8a4 calibrator=mse,percentile ptq=bias_correction
+    run threads=1 model=wav2vec2_kws $kws quant=w8a4 calibrator=mse,percentile ptq=bias_correction seed=0,1,2
+    # the same corrections without the guard (every layer corrected), for the README's comparison
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 calibrator=minmax,percentile,mse ptq=bias_correction \
+        ptq.stages.0.guard=false seed=0,1,2
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
         calibrator.max_evals=150 ptq=bias_correction
     chains=smoothquant+gptq,rotation+gptq,smoothquant+gptq+bias_correction,rotation+gptq+bias_correction
