@@ -44,7 +44,7 @@ KEYWORD_VOICES = _voices(
 KEYWORD_HELDOUT_VOICES = _voices("flite:slt", "espeak-ng:en-gb+f3", "espeak-ng:en-029+m1", "espeak-ng:en-us+m7")
 KEYWORD_VARIATION = Variation(speed=(0.8, 1.2), pitch=(0.8, 1.2), noise_fraction=0.5, snr_db=(5.0, 30.0))
 # The calibration (training) split also moves each voice's formants and spreads pitch wider: with only 13 voices,
-# models trained on natural voices heard flite's slt (held out; the one natural-sounding female voice) as a stranger
+# models trained on natural voices heard flite's slt (held out; flite's only female voice) as a stranger
 # (AST 46%, wav2vec2 21% on it, against 73-100% on the other held-out voices). The evaluation split keeps natural
 # voices, so its clips are the same as without this.
 KEYWORD_VARIATIONS = {
