@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from esc.augment import AugmentConfig
 from esc.data.audio import load_audio
-from esc.data.datamodule import AudioDataModule, read_entries
+from esc.data.datamodule import AudioDataModule, Example, read_entries
 from esc.data.folders import read_metadata
 from esc.data.sources import folder_entries
 from esc.metrics import accuracy
@@ -50,11 +50,10 @@ def accuracy_by_voice(split_dir: str | Path, predictions: dict[str, str]) -> dic
     return {voice: sum(h) / len(h) for voice, h in sorted(hits.items())}
 
 
-def score_folder(adapter: ModelAdapter, split_dir: str | Path, batch_size: int) -> dict:
-    """Accuracy of the adapter's predictions (over all its labels) on a labelled audiofolder split, overall and
-    per voice where the metadata names voices."""
-    read = partial(load_audio, sampling_rate=adapter.sampling_rate)
-    examples, _ = read_entries(folder_entries(split_dir, "label", read, require_targets=True), None, "skip")
+def score_examples(adapter: ModelAdapter, examples: Sequence[Example], split_dir: str | Path,
+                   batch_size: int) -> dict:
+    """Accuracy of the adapter's predictions (over all its labels) on labelled clips read from the audiofolder
+    split `split_dir`, overall and per voice where the split's metadata names voices."""
     predictions = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -63,6 +62,13 @@ def score_folder(adapter: ModelAdapter, split_dir: str | Path, batch_size: int) 
     by_name = dict(zip((Path(e.name).name for e in examples), predictions))
     return {"accuracy": accuracy(predictions, references), "n": len(examples),
             "by_voice": accuracy_by_voice(split_dir, by_name), "predictions": by_name}
+
+
+def score_folder(adapter: ModelAdapter, split_dir: str | Path, batch_size: int) -> dict:
+    """`score_examples` on every good clip of a labelled audiofolder split."""
+    read = partial(load_audio, sampling_rate=adapter.sampling_rate)
+    examples, _ = read_entries(folder_entries(split_dir, "label", read, require_targets=True), None, "skip")
+    return score_examples(adapter, examples, split_dir, batch_size)
 
 
 def train(cfg: DictConfig, command: str | None = None) -> dict:
@@ -93,9 +99,9 @@ def train(cfg: DictConfig, command: str | None = None) -> dict:
     adapter.processor.save_pretrained(out)
     scores = {name: score_folder(adapter, path, cfg.batch_size) for name, path in cfg.score_on.items()
               if path is not None}
-    if cfg.dataset.source == "folder":  # the validation split again, for its accuracy per held-out voice
-        scores["heldout"] = score_folder(adapter, Path(cfg.dataset.path) / cfg.dataset.evaluation_split,
-                                         cfg.batch_size)
+    if cfg.dataset.source == "folder":  # the validation clips (already read) again, for accuracy per held-out voice
+        scores["heldout"] = score_examples(adapter, data.evaluation,
+                                           Path(cfg.dataset.path) / cfg.dataset.evaluation_split, cfg.batch_size)
     metrics = {"model": model_cfg["name"], "val_accuracy": float(trainer.callback_metrics["val_accuracy"]),
                "n_train": len(data.calibration), "n_val": len(data.evaluation), "epochs": cfg.epochs,
                "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),

@@ -1,9 +1,8 @@
 """Plan and render synthetic clips into an audiofolder split.
 
-A plan is a list of `Clip`s: everything needed to render one file (text, voice, speed, pitch, formant shift, noise and
-its seed)
-is drawn up front from one seeded generator, then clips render in a thread pool. Rendering depends only on the
-clip, so the same plan gives byte-identical files whatever the number of threads.
+A plan is a list of `Clip`s: everything needed to render one file (text, voice, speed, pitch, formant shift, noise
+and its seed) is drawn up front from one seeded generator, then clips render in a thread pool. Rendering depends
+only on the clip, so the same plan gives byte-identical files whatever the number of threads.
 """
 
 from __future__ import annotations
