@@ -6,13 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from omegaconf import OmegaConf
 from ptq_helpers import ModuleAdapter
+from run_helpers import compose_run
 
 from esc.calib.registry import make_calibrator
 from esc.calib.weights import calibrate_weights
 from esc.calib.fitness import Fitness
 from esc.ptq import bias_correction
 from esc.ptq.bias_correction import BiasCorrection
+from esc.ptq.registry import build_stages
 from esc.quant.model import quantize_model, quantizers_off
 from esc.quant.placement import Placement
 from esc.quant.quantizer import QuantSpec
@@ -122,6 +125,16 @@ def test_guard_keeps_only_corrections_that_do_not_raise_the_calibration_kl():
     assert fitness(adapter.model) == pytest.approx(report["kl_after"], rel=1e-6)
     assert [layer["kl"] for layer in report["layers"].values()] == sorted(
         (layer["kl"] for layer in report["layers"].values()), reverse=True)
+
+
+@pytest.mark.parametrize("override, guarded", [([], True), (["ptq.stages.0.guard=false"], False)])
+def test_the_guard_setting_reaches_the_stage_from_the_run_config(override, guarded):
+    cfg = compose_run("ptq=bias_correction", *override)
+    (stage,) = build_stages(OmegaConf.to_container(cfg.ptq, resolve=True)["stages"])
+    adapter, _, batches = calibrated()
+    report = stage.after_calibration(adapter, batches)
+    assert ("kl_before" in report) is guarded
+    assert all(("kept" in layer) is guarded for layer in report["layers"].values())
 
 
 def test_guard_restores_a_rejected_layer_exactly(monkeypatch):
