@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
 
 from esc.models.registry import build_adapter
 
@@ -34,6 +36,30 @@ class Single(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
+
+
+LAYER_KINDS = ("linear", "conv1d", "grouped_conv1d", "weight_normed_conv1d")
+
+
+def make_layer(kind: str) -> nn.Module:
+    """A small layer of one of the kinds the weight stages rewrite. The grouped and weight-normed convolutions
+    are shaped like wav2vec2's positional convolution (groups; weight norm over the kernel axis, dim 2)."""
+    if kind == "linear":
+        return nn.Linear(48, 24)
+    if kind == "conv1d":
+        return nn.Conv1d(12, 16, 3, padding=1)
+    conv = nn.Conv1d(32, 16, 5, padding=2, groups=4)
+    return conv if kind == "grouped_conv1d" else weight_norm(conv, name="weight", dim=2)
+
+
+def assert_on_grid(layer: nn.Module) -> None:
+    """The layer's weight is a point of its quantizer's grid: exactly for a stored weight; within float rounding
+    for one computed by a parametrization (g * v / |v| after writing v = W, g = |W|)."""
+    weight = layer.weight.detach()
+    if parametrize.is_parametrized(layer, "weight"):
+        torch.testing.assert_close(layer.weight_quantizer(weight), weight, rtol=1e-6, atol=1e-9)
+    else:
+        assert torch.equal(layer.weight_quantizer(weight), weight)
 
 
 def correlated_batches(layer: nn.Module, n_batches: int = 4, seed: int = 0) -> list[dict]:

@@ -11,7 +11,7 @@ from esc.ptq.gptq import GPTQ
 from esc.quant.model import quantize_model
 from esc.quant.placement import Placement
 from esc.quant.quantizer import QuantSpec
-from ptq_helpers import ModuleAdapter, Single, correlated_batches
+from ptq_helpers import LAYER_KINDS, ModuleAdapter, Single, assert_on_grid, correlated_batches, make_layer
 
 
 def quantized(layer: nn.Module, spec: QuantSpec) -> nn.Module:
@@ -26,14 +26,14 @@ def output_error(model: nn.Module, fp: nn.Module, batches) -> float:
         return sum((model(**b) - fp(**b)).pow(2).mean().item() for b in batches)
 
 
-@pytest.mark.parametrize("layer_kind", ["linear", "conv1d"])
+@pytest.mark.parametrize("layer_kind", LAYER_KINDS)
 @pytest.mark.parametrize("spec, act_order", [(QuantSpec(4, True, "channel"), True),
                                              (QuantSpec(4, False, "group", group_size=16), True),
                                              (QuantSpec(4, True, "group", group_size=16), False),
                                              (QuantSpec(8, True, "channel"), True)])
 def test_gptq_beats_round_to_nearest_and_stays_on_the_grid(layer_kind, spec, act_order):
     torch.manual_seed(0)
-    layer = nn.Linear(48, 24) if layer_kind == "linear" else nn.Conv1d(12, 16, 3, padding=1)
+    layer = make_layer(layer_kind)
     fp = Single(layer)
     batches = correlated_batches(layer)
     rtn = quantized(copy.deepcopy(layer), spec)
@@ -44,8 +44,7 @@ def test_gptq_beats_round_to_nearest_and_stays_on_the_grid(layer_kind, spec, act
     assert entry["error"] < 0.5 * entry["error_rtn"]
     # measured on the real outputs, not only by the stage's own bookkeeping
     assert output_error(model, fp, batches) < 0.5 * output_error(rtn, fp, batches)
-    weight = model.layer.weight.detach()
-    assert torch.equal(model.layer.weight_quantizer(weight), weight)
+    assert_on_grid(model.layer)
 
 
 def test_layers_are_processed_in_passes_within_the_budget_and_tied_weights_are_skipped():

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
-from esc.ptq.layers import column_grid, fake_quantize, layerwise, output_error, weight_targets, write_weight
+from esc.ptq.layers import WeightProblem, fake_quantize, layerwise, output_error, weight_targets
 from esc.quant.quantizer import integer_range
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch, from the paper
@@ -28,7 +27,7 @@ ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch, from the paper
 class _RowSample:
     """Up to `per_batch` randomly chosen input rows of each calibration batch."""
 
-    def __init__(self, layer: nn.Module, per_batch: int, generator: torch.Generator):
+    def __init__(self, columns: int, per_batch: int, generator: torch.Generator):
         self.per_batch, self.generator, self.rows = per_batch, generator, []
 
     def add(self, rows: torch.Tensor) -> None:
@@ -62,11 +61,9 @@ class AdaRound(PTQStage):
         layers = layerwise(adapter, batches, targets, sample, self._solve, self.budget_mb)
         return {"layers": layers, "skipped": skipped}
 
-    def _solve(self, name: str, layer: nn.Module, sample: _RowSample) -> dict:
-        quantizer = layer.weight_quantizer
-        weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).float().clone()
+    def _solve(self, problem: WeightProblem, sample: _RowSample) -> tuple[torch.Tensor, dict]:
+        weight, scale, zero_point, quantizer = problem.weight, problem.scale, problem.zero_point, problem.quantizer
         x = torch.cat(sample.rows)
-        scale, zero_point = column_grid(quantizer, *weight.shape)
         qmin, qmax = integer_range(quantizer.bits, quantizer.spec.symmetric)
         floor = torch.floor(weight / scale)
         rest = (weight / scale - floor).clamp(1e-4, 1 - 1e-4)
@@ -94,6 +91,6 @@ class AdaRound(PTQStage):
             learned = fake_quantize(dequantize((v >= 0).float()), scale, zero_point, quantizer)
             rtn = fake_quantize(weight, scale, zero_point, quantizer)
             error, error_rtn = output_error(learned - weight, second), output_error(rtn - weight, second)
-            # with few iterations the learned rounding can lose to nearest; never make a layer worse
-            write_weight(layer, learned if error <= error_rtn else rtn)
-        return {"error": min(error, error_rtn), "error_rtn": error_rtn, "learned": error <= error_rtn}
+        # with few iterations the learned rounding can lose to nearest; never make a layer worse
+        return (learned if error <= error_rtn else rtn,
+                {"error": min(error, error_rtn), "error_rtn": error_rtn, "learned": error <= error_rtn})

@@ -11,27 +11,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
-from esc.ptq.layers import column_grid, fake_quantize, layerwise, output_error, weight_targets, write_weight
+from esc.ptq.layers import WeightProblem, fake_quantize, layerwise, output_error, weight_targets
 
 
 class _SecondMoment:
-    """Running sum of x x^T over a layer's input rows (the Hessian up to a factor 2/n)."""
+    """Running sum of x x^T over input rows of `columns` features (the Hessian up to a factor 2/n)."""
 
-    def __init__(self, layer: nn.Module):
-        columns = layer.weight[0].numel()
-        self.sum = torch.zeros(columns, columns, device=layer.weight.device)
-        self.rows = 0
+    def __init__(self, columns: int):
+        self.columns, self.sum, self.rows = columns, None, 0
 
     def add(self, rows: torch.Tensor) -> None:
+        if self.sum is None:
+            self.sum = torch.zeros(self.columns, self.columns, device=rows.device)
         self.sum.addmm_(rows.T, rows)
         self.rows += rows.shape[0]
 
     def mean(self) -> torch.Tensor:
-        return self.sum / max(self.rows, 1)
+        return torch.zeros(self.columns, self.columns) if self.sum is None else self.sum / max(self.rows, 1)
 
 
 class GPTQ(PTQStage):
@@ -60,11 +59,9 @@ class GPTQ(PTQStage):
         return {"layers": layers, "skipped": skipped}
 
     @torch.no_grad()
-    def _solve(self, name: str, layer: nn.Module, moment: _SecondMoment) -> dict:
-        quantizer = layer.weight_quantizer
-        original = layer.weight.detach().reshape(layer.weight.shape[0], -1).float().clone()  # the layer is rewritten
+    def _solve(self, problem: WeightProblem, moment: _SecondMoment) -> tuple[torch.Tensor, dict]:
+        original, scale, zero_point, quantizer = problem.weight, problem.scale, problem.zero_point, problem.quantizer
         second = moment.mean()
-        scale, zero_point = column_grid(quantizer, *original.shape)
         rtn = fake_quantize(original, scale, zero_point, quantizer)
 
         weight, hessian = original.clone(), second.clone()
@@ -76,8 +73,8 @@ class GPTQ(PTQStage):
         scale, zero_point = scale[:, order], zero_point[:, order]
         quantized = self._columns(weight, _upper_inverse_cholesky(hessian, self.percdamp), scale, zero_point,
                                   quantizer)[:, torch.argsort(order)]
-        write_weight(layer, quantized)
-        return {"error": output_error(quantized - original, second), "error_rtn": output_error(rtn - original, second)}
+        return quantized, {"error": output_error(quantized - original, second),
+                           "error_rtn": output_error(rtn - original, second)}
 
     def _columns(self, weight, hinv, scale, zero_point, quantizer) -> torch.Tensor:
         # The reference algorithm: within a block, quantize one column and push its error onto the block's

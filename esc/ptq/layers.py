@@ -2,7 +2,8 @@
 
 Both see a layer as a matrix W of shape (out, columns) (a convolution's weight flattened over in_channels and
 kernel) applied to input rows X of shape (n, columns) (a convolution's input unfolded into patches), so one
-solver serves Linear, Conv1d and Conv2d. Layers are processed in passes over the calibration batches: a pass
+solver serves Linear, Conv1d and Conv2d. A grouped convolution is `groups` such problems (each group's output
+channels see only its own input channels), solved one by one. Layers are processed in passes over the calibration batches: a pass
 collects the inputs of the next few layers (as many as fit in `budget_mb`, counting columns^2 floats per layer,
 the size of GPTQ's Hessian; at least one layer), solves them, writes their weights, and frees the statistics;
 later passes see the rewritten weights.
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import run_batches, tied_parameters
@@ -28,10 +31,11 @@ from esc.quant.reference import keep_fp
 def weight_targets(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """Layers whose weights a stage can rewrite, by name, and the skipped ones with the reason.
 
-    A target has an enabled, calibrated weight quantizer and a plain Parameter weight: a parametrized weight
-    (wav2vec2's weight-normed positional convolution) is computed, not stored, a weight tied to another
-    module (Whisper's output projection) would change that module too, and a grouped convolution has one input
-    matrix per group; these keep round-to-nearest.
+    A target has an enabled, calibrated weight quantizer and a weight that can be written: a plain Parameter, or
+    a parametrized weight whose parametrizations can be inverted (wav2vec2's weight-normed positional
+    convolution: writing W sets g = |W| and v = W). A weight tied to another module (Whisper's output projection)
+    would change that module too, and a padding mode other than zeros does not unfold into patches; these keep
+    round-to-nearest.
     """
     targets, skipped, tied = {}, {}, tied_parameters(model)
     for name, layer in model.named_modules():
@@ -42,17 +46,32 @@ def weight_targets(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, st
             continue
         if not q.is_calibrated:
             raise RuntimeError(f"{q.name} is not calibrated; run calibrate_weights before this stage")
-        if not isinstance(layer.weight, nn.Parameter):
-            skipped[name] = "parametrized weight"
+        if parametrize.is_parametrized(layer, "weight"):
+            if not all(hasattr(p, "right_inverse") for p in layer.parametrizations.weight):
+                skipped[name] = "parametrized weight without an inverse"
+                continue
         elif layer.weight.data_ptr() in tied:
             skipped[name] = "tied weight"
-        elif getattr(layer, "groups", 1) != 1:
-            skipped[name] = "grouped convolution"
-        elif isinstance(getattr(layer, "padding", 0), str) or getattr(layer, "padding_mode", "zeros") != "zeros":
+            continue
+        if isinstance(getattr(layer, "padding", 0), str) or getattr(layer, "padding_mode", "zeros") != "zeros":
             skipped[name] = "padding mode"
         else:
             targets[name] = layer
     return targets, skipped
+
+
+@dataclass
+class WeightProblem:
+    """One reconstruction problem: a weight matrix (out, columns), FP, with the scale and zero point of each of
+    its elements on the quantizer's grid. A solver returns the rewritten matrix (on that grid) and its report."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    quantizer: Quantizer
+
+
+Solver = Callable[[WeightProblem, object], tuple[torch.Tensor, dict]]
 
 
 def input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -95,18 +114,45 @@ def output_error(delta: torch.Tensor, second_moment: torch.Tensor) -> float:
 
 
 def write_weight(layer: nn.Module, matrix: torch.Tensor) -> None:
-    """Write the rewritten (out, columns) matrix into the layer's weight in place (bumps its version); the FP
-    weight stays the model's FP reference (`esc.quant.reference`)."""
-    keep_fp(layer, "weight")
+    """Write the rewritten (out, columns) matrix into the layer's weight in place; the FP weight stays the model's
+    FP reference (`esc.quant.reference`). A parametrized weight is written through its parametrizations'
+    `right_inverse`, which sets the stored originals (kept as the FP reference instead)."""
+    value = matrix.reshape(layer.weight.shape).to(layer.weight.dtype)
     with torch.no_grad():
-        layer.weight.copy_(matrix.reshape(layer.weight.shape).to(layer.weight.dtype))
+        if parametrize.is_parametrized(layer, "weight"):
+            originals = layer.parametrizations.weight
+            for name, _ in originals.named_parameters(recurse=False):
+                keep_fp(originals, name)
+            layer.weight = value
+        else:
+            keep_fp(layer, "weight")
+            layer.weight.copy_(value)
+
+
+def solve_layer(layer: nn.Module, collected: Sequence[object], solve: Solver) -> dict:
+    """Solve each group of `layer` (one, unless a grouped convolution) with the inputs `collected` for it, write
+    the rewritten weight, and return the report: each entry averaged over the groups (their output channel
+    counts are equal), a yes/no entry as the share of groups where it holds."""
+    quantizer = layer.weight_quantizer
+    weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).float().clone()
+    scale, zero_point = column_grid(quantizer, *weight.shape)
+    rows = weight.shape[0] // len(collected)
+    rewritten, reports = torch.empty_like(weight), []
+    for g, inputs in enumerate(collected):
+        part = slice(g * rows, (g + 1) * rows)
+        rewritten[part], report = solve(WeightProblem(weight[part].clone(), scale[part], zero_point[part],
+                                                      quantizer), inputs)
+        reports.append(report)
+    write_weight(layer, rewritten)
+    if len(reports) == 1:
+        return reports[0]
+    return {key: sum(float(r[key]) for r in reports) / len(reports) for key in reports[0]}
 
 
 def layerwise(adapter: ModelAdapter, batches: Sequence[dict], targets: dict[str, nn.Module],
-              collector: Callable[[nn.Module], object], solve: Callable[[str, nn.Module, object], dict],
-              budget_mb: float) -> dict[str, dict]:
-    """Collect each target's inputs with `collector(layer)` (its `add(rows)` receives input rows), in passes
-    bounded by `budget_mb`; then `solve(name, layer, collected)` each one and return the reports by layer name
+              collector: Callable[[int], object], solve: Solver, budget_mb: float) -> dict[str, dict]:
+    """Collect each target's input rows with `collector(columns)` (one per group; its `add(rows)` receives them),
+    in passes bounded by `budget_mb`; then solve each target (`solve_layer`) and return the reports by layer name
     (each with the seconds its solve took). Activation quantizers are off: they are not calibrated yet."""
     reports: dict[str, dict] = {}
     names = list(targets)
@@ -116,7 +162,8 @@ def layerwise(adapter: ModelAdapter, batches: Sequence[dict], targets: dict[str,
             while names and (not pending or used + _size_mb(targets[names[0]]) <= budget_mb):
                 used += _size_mb(targets[names[0]])
                 name = names.pop(0)
-                pending[name] = collector(targets[name])
+                layer = targets[name]
+                pending[name] = [collector(layer.weight[0].numel()) for _ in range(getattr(layer, "groups", 1))]
             hooks = [targets[n].register_forward_hook(_hook(c)) for n, c in pending.items()]
             try:
                 run_batches(adapter, batches)
@@ -125,18 +172,21 @@ def layerwise(adapter: ModelAdapter, batches: Sequence[dict], targets: dict[str,
                     h.remove()
             for name, collected in pending.items():
                 start = time.perf_counter()
-                reports[name] = solve(name, targets[name], collected)
+                reports[name] = solve_layer(targets[name], collected, solve)
                 reports[name]["seconds"] = time.perf_counter() - start
     return reports
 
 
 def _size_mb(layer: nn.Module) -> float:
     columns = layer.weight[0].numel()
-    return columns * columns * 4 / 2**20
+    return getattr(layer, "groups", 1) * columns * columns * 4 / 2**20
 
 
-def _hook(collected):
+def _hook(collected: Sequence[object]):
     def hook(layer, args, output):
-        collected.add(input_rows(layer, args[0].detach()))
+        rows = input_rows(layer, args[0].detach())
+        columns = rows.shape[1] // len(collected)  # a group's input channels are contiguous in the patches
+        for g, inputs in enumerate(collected):
+            inputs.add(rows[:, g * columns:(g + 1) * columns])
 
     return hook
