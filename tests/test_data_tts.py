@@ -146,6 +146,19 @@ def test_cli_writes_a_set_and_refuses_to_overwrite(tmp_path, capsys):
 
 
 @needs_engines
+def test_cli_takes_voices_and_names_an_unknown_one(tmp_path, capsys):
+    out = tmp_path / "voices"
+    main(["keywords", "--out", str(out), "--per-word-calibration", "1", "--per-word-evaluation", "1",
+          "--voices", "espeak-ng:en-us+f5", "flite:awb", "--heldout-voices", "espeak-ng:en-us+Annie"])
+    assert {r["voice"] for r in read_metadata(out / "calibration")} == {"en-us+f5", "awb"}
+    assert {r["voice"] for r in read_metadata(out / "evaluation")} == {"en-us+Annie"}
+    with pytest.raises(SystemExit) as info:
+        main(["keywords", "--out", str(tmp_path / "bad"), "--voices", "espeak-ng:en-us+nosuch"])
+    assert info.value.code == 1 and "espeak-ng:en-us+nosuch: +nosuch unknown to espeak-ng" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "calibration" / METADATA).exists()
+
+
+@needs_engines
 def test_unknown_voice_is_refused():
     check_voice(Voice("espeak-ng", "en-us+m3"))
     for voice in (Voice("flite", "nosuch"), Voice("espeak-ng", "en-us+zz9"), Voice("espeak-ng", "xx-yy")):

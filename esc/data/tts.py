@@ -143,16 +143,23 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--out", type=Path, required=True, help="new folder for calibration/ and evaluation/")
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="engine processes run in parallel")
+        command.add_argument("--voices", nargs="+", type=Voice.parse, metavar="ENGINE:NAME",
+                             help="calibration voices instead of the set's own, e.g. espeak-ng:en-us+f5 flite:awb")
+        command.add_argument("--heldout-voices", nargs="+", type=Voice.parse, metavar="ENGINE:NAME",
+                             help="voices heard only in evaluation instead of the set's own")
     args = parser.parse_args(argv)
+    voices = {"voices": tuple(args.voices)} if args.voices else {}
+    if args.heldout_voices:
+        voices["heldout_voices"] = tuple(args.heldout_voices)
     start = time.perf_counter()
     try:
         if args.set == "sentences":
             generate_sentences(args.out, seed=args.seed, n_sentences=args.n_sentences,
-                               calibration_fraction=args.calibration_fraction, jobs=args.jobs)
+                               calibration_fraction=args.calibration_fraction, jobs=args.jobs, **voices)
         else:
             generate_keywords(args.out, seed=args.seed, per_word_calibration=args.per_word_calibration,
-                              per_word_evaluation=args.per_word_evaluation, jobs=args.jobs)
-    except (EngineMissingError, FileExistsError) as err:
+                              per_word_evaluation=args.per_word_evaluation, jobs=args.jobs, **voices)
+    except (EngineMissingError, FileExistsError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 
