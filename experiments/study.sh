@@ -69,6 +69,7 @@ case $part in
         ptq.stages.0.guard=false seed=0,1,2
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
         calibrator.max_evals=150 ptq=bias_correction
+    run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 $esc_w2v ptq=bias_correction
     chains=smoothquant+gptq,rotation+gptq,smoothquant+gptq+bias_correction,rotation+gptq+bias_correction
     run threads=1 model=ast_kws $kws quant=w4a4_g64 $esc_kws ptq=$chains seed=0,1,2
     run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse ptq=gptq,adaround,$chains
