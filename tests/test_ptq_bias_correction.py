@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from omegaconf import OmegaConf
 from ptq_helpers import ModuleAdapter
 from run_helpers import compose_run
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
+from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
@@ -27,7 +28,7 @@ ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch, from the paper
 class _RowSample:
     """Up to `per_batch` randomly chosen input rows of each calibration batch."""
 
-    def __init__(self, columns: int, per_batch: int, generator: torch.Generator):
+    def __init__(self, layer: nn.Module, per_batch: int, generator: torch.Generator):
         self.per_batch, self.generator, self.rows = per_batch, generator, []
 
     def add(self, rows: torch.Tensor) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
@@ -18,19 +19,20 @@ from esc.ptq.layers import WeightProblem, fake_quantize, layerwise, output_error
 
 
 class _SecondMoment:
-    """Running sum of x x^T over input rows of `columns` features (the Hessian up to a factor 2/n)."""
+    """Running sum of x x^T over a layer's input rows, one group's for a grouped convolution (the Hessian up to a
+    factor 2/n)."""
 
-    def __init__(self, columns: int):
-        self.columns, self.sum, self.rows = columns, None, 0
+    def __init__(self, layer: nn.Module):
+        columns = layer.weight[0].numel()
+        self.sum = torch.zeros(columns, columns, device=layer.weight.device)
+        self.rows = 0
 
     def add(self, rows: torch.Tensor) -> None:
-        if self.sum is None:
-            self.sum = torch.zeros(self.columns, self.columns, device=rows.device)
         self.sum.addmm_(rows.T, rows)
         self.rows += rows.shape[0]
 
     def mean(self) -> torch.Tensor:
-        return torch.zeros(self.columns, self.columns) if self.sum is None else self.sum / max(self.rows, 1)
+        return self.sum / max(self.rows, 1)
 
 
 class GPTQ(PTQStage):

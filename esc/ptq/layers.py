@@ -3,8 +3,8 @@
 Both see a layer as a matrix W of shape (out, columns) (a convolution's weight flattened over in_channels and
 kernel) applied to input rows X of shape (n, columns) (a convolution's input unfolded into patches), so one
 solver serves Linear, Conv1d and Conv2d. A grouped convolution is `groups` such problems (each group's output
-channels see only its own input channels), solved one by one. Layers are processed in passes over the calibration batches: a pass
-collects the inputs of the next few layers (as many as fit in `budget_mb`, counting columns^2 floats per layer,
+channels see only its own input channels), solved one by one. Layers are processed in passes over the calibration
+batches: a pass collects the inputs of the next few layers (as many as fit in `budget_mb`, counting columns^2 floats per layer,
 the size of GPTQ's Hessian; at least one layer), solves them, writes their weights, and frees the statistics;
 later passes see the rewritten weights.
 """
@@ -46,18 +46,24 @@ def weight_targets(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, st
             continue
         if not q.is_calibrated:
             raise RuntimeError(f"{q.name} is not calibrated; run calibrate_weights before this stage")
-        if parametrize.is_parametrized(layer, "weight"):
-            if not all(hasattr(p, "right_inverse") for p in layer.parametrizations.weight):
-                skipped[name] = "parametrized weight without an inverse"
-                continue
-        elif layer.weight.data_ptr() in tied:
-            skipped[name] = "tied weight"
-            continue
-        if isinstance(getattr(layer, "padding", 0), str) or getattr(layer, "padding_mode", "zeros") != "zeros":
-            skipped[name] = "padding mode"
+        reason = _unwritable(layer, tied)
+        if reason:
+            skipped[name] = reason
         else:
             targets[name] = layer
     return targets, skipped
+
+
+def _unwritable(layer: nn.Module, tied: set[int]) -> str | None:
+    """Why a stage cannot rewrite `layer`'s weight (None: it can)."""
+    if parametrize.is_parametrized(layer, "weight"):
+        if not all(hasattr(p, "right_inverse") for p in layer.parametrizations.weight):
+            return "parametrized weight without an inverse"
+    elif layer.weight.data_ptr() in tied:
+        return "tied weight"
+    if isinstance(getattr(layer, "padding", 0), str) or getattr(layer, "padding_mode", "zeros") != "zeros":
+        return "padding mode"
+    return None
 
 
 @dataclass
@@ -140,8 +146,7 @@ def solve_layer(layer: nn.Module, collected: Sequence[object], solve: Solver) ->
     rewritten, reports = torch.empty_like(weight), []
     for g, inputs in enumerate(collected):
         part = slice(g * rows, (g + 1) * rows)
-        rewritten[part], report = solve(WeightProblem(weight[part].clone(), scale[part], zero_point[part],
-                                                      quantizer), inputs)
+        rewritten[part], report = solve(WeightProblem(weight[part], scale[part], zero_point[part], quantizer), inputs)
         reports.append(report)
     write_weight(layer, rewritten)
     if len(reports) == 1:
@@ -150,8 +155,9 @@ def solve_layer(layer: nn.Module, collected: Sequence[object], solve: Solver) ->
 
 
 def layerwise(adapter: ModelAdapter, batches: Sequence[dict], targets: dict[str, nn.Module],
-              collector: Callable[[int], object], solve: Solver, budget_mb: float) -> dict[str, dict]:
-    """Collect each target's input rows with `collector(columns)` (one per group; its `add(rows)` receives them),
+              collector: Callable[[nn.Module], object], solve: Solver, budget_mb: float) -> dict[str, dict]:
+    """Collect each target's input rows with `collector(layer)` (one per group, each over `layer.weight[0]`'s
+    columns, which for a grouped convolution are one group's; its `add(rows)` receives them),
     in passes bounded by `budget_mb`; then solve each target (`solve_layer`) and return the reports by layer name
     (each with the seconds its solve took). Activation quantizers are off: they are not calibrated yet."""
     reports: dict[str, dict] = {}
@@ -163,7 +169,7 @@ def layerwise(adapter: ModelAdapter, batches: Sequence[dict], targets: dict[str,
                 used += _size_mb(targets[names[0]])
                 name = names.pop(0)
                 layer = targets[name]
-                pending[name] = [collector(layer.weight[0].numel()) for _ in range(getattr(layer, "groups", 1))]
+                pending[name] = [collector(layer) for _ in range(getattr(layer, "groups", 1))]
             hooks = [targets[n].register_forward_hook(_hook(c)) for n, c in pending.items()]
             try:
                 run_batches(adapter, batches)
