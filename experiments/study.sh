@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_w8a4|keywords|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|keywords|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | whisper_w8a4 | keywords | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | keywords | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -30,8 +30,10 @@ case $part in
         calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1 \
         calibrator.population_batch=true calibrator.population_chunk=6 calibrator.max_evals=200 \
         "${@:3}" ;;
-  whisper_w8a4)  # Whisper W8A4 on the generated sentences: 100 calibration clips, the first 60 evaluation clips
-    sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null quant=w8a4"
+  whisper_sentences)  # every calibrator on the generated sentences: 100 calibration clips, the first 60 evaluation
+    # clips; bit widths from the third argument (default all four), e.g. `whisper_sentences OUT w8a8,w4a8_g64`
+    sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
+    sents="$sents quant=${3:-w8a8,w8a4,w4a8_g64,w4a4_g64}"
     run threads=1 $sents calibrator=mse,minmax,percentile,entropy seed=0
     run threads=1 $sents calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
         calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
@@ -56,8 +58,10 @@ case $part in
         ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
     run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 $esc_kws \
         ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
-    run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse ptq=gptq,smoothquant+gptq
-    run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64 $esc_w2v ptq=gptq,smoothquant+gptq ;;
+    run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse \
+        ptq=gptq,smoothquant+gptq,smoothquant,rotation,adaround,rotation+gptq
+    run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64,w4a8_g64 $esc_w2v \
+        ptq=gptq,smoothquant+gptq,smoothquant,rotation,adaround,rotation+gptq ;;
   keywords_bc)  # bias correction after every calibrator (wav2vec2 W8A8/W8A4), PTQ chains with ESC at 4 bits (AST)
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 calibrator=minmax,percentile,mse ptq=none,bias_correction \
         seed=0,1,2

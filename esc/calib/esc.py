@@ -29,7 +29,8 @@ import numpy as np
 from torch import nn
 
 from esc.calib.base import ForwardLoop
-from esc.calib.cma_search import SearchSettings, SearchState, run_search, save_convergence_plot
+from esc.calib.cma_search import SearchSettings, SearchState, run_search
+from esc.calib.convergence_plot import save_convergence_plot
 from esc.calib.fitness import FITNESS_KINDS, Fitness, make_fitness
 from esc.calib.local_search import refine_blocks
 from esc.calib.mse import MSECalibrator
