@@ -22,6 +22,8 @@ RESULT_KEYS = ("model", "dataset", "quant", "calibrator", "ptq", "seed")
 # Settings of the data set that only decide the calibration draw, so they leave the FP evaluation unchanged.
 CALIBRATION_ONLY_KEYS = ("calibration_size", "calibration_seed", "calibration_split", "calibration_filter",
                          "pack_calibration")
+# Settings of a model config that only place quantizers, so they leave the FP model unchanged.
+PLACEMENT_ONLY_KEYS = ("rules",)
 
 
 def digest(data: object, length: int = 10) -> str:
@@ -42,7 +44,8 @@ def config_id(cfg: DictConfig) -> str:
 def fp_cache_path(cfg: DictConfig) -> Path:
     """Where the FP evaluation of this model on this evaluation split is cached (shared by every quant setting)."""
     dataset = {k: v for k, v in _plain(cfg, "dataset").items() if k not in CALIBRATION_ONLY_KEYS}
-    key = digest({"model": _plain(cfg, "model"), "dataset": dataset})
+    model = {k: v for k, v in _plain(cfg, "model").items() if k not in PLACEMENT_ONLY_KEYS}
+    key = digest({"model": model, "dataset": dataset})
     return Path(cfg.out_dir) / ".fp_cache" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
 
 

@@ -23,7 +23,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # Asymmetric Linear/Conv inputs: signed activations give non-zero zero points (softmax probabilities,
 # asymmetric in w8a8 too, start at 0 and keep a zero point of 0).
 ASYMMETRIC_INPUTS = {"match": "*.input_quantizer", "symmetric": False}
-PRESETS = {"w8a8_asym": (8, [ASYMMETRIC_INPUTS]), "w4a4": (4, [])}
+LOG2_PROBS = {"match": "*.probs_quantizer", "grid": "log2"}  # per-candidate scales on the log2 grid too
+PRESETS = {"w8a8_asym": (8, [ASYMMETRIC_INPUTS]), "w4a4": (4, []), "w4a4_log2": (4, [LOG2_PROBS])}
 RTOL = 1e-5  # a larger batch may sum matmuls in another order; on CPU the values came out identical
 
 

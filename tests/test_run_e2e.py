@@ -142,6 +142,7 @@ def test_fp_cache_is_shared_by_settings_that_only_change_calibration(tmp_path):
 
     base = ("model=ast_tiny", "dataset=folder", f"dataset.path={tmp_path}", f"out_dir={tmp_path / 'out'}")
     reference = fp_cache_path(compose_run(*base))
-    for override in ("dataset.pack_calibration=false", "dataset.calibration_size=2", "seed=3", "quant=w4a4"):
+    for override in ("dataset.pack_calibration=false", "dataset.calibration_size=2", "seed=3", "quant=w4a4",
+                     'model.rules=[{match:"*.probs_quantizer",grid:log2}]'):
         assert fp_cache_path(compose_run(*base, override)) == reference, override
     assert fp_cache_path(compose_run(*base, "dataset.eval_limit=1")) != reference

@@ -45,7 +45,11 @@ class Calibrator(ABC):
         """The clipping range [lo, hi] for one quantizer from its statistics."""
 
     def apply(self, model: nn.Module, stats: dict[str, ActivationStats]) -> None:
-        """Compute and set the range of every static activation quantizer that saw data."""
+        """Compute and set the range of every static activation quantizer that saw data.
+
+        A log2-grid quantizer takes the seen maximum from every calibrator (their error models are for uniform
+        grids; its levels already reach 2^(2^b - 2) below the top); ESC still searches its scale like any other.
+        """
         for q in quantizers(model, "activation"):
             s = stats.get(q.name)
             if s is None:
@@ -53,7 +57,7 @@ class Calibrator(ABC):
             if s.count == 0:
                 log.warning("quantizer %s saw no calibration data; it stays uncalibrated", q.name)
                 continue
-            q.set_range(*self.compute_range(s, q))
+            q.set_range(*((0.0, s.max) if q.spec.grid == "log2" else self.compute_range(s, q)))
 
     def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> dict[str, ActivationStats]:
         """Calibrate weights, collect activation statistics once, set every activation range."""

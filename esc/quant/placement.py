@@ -8,6 +8,7 @@ overriding earlier ones, e.g.::
     rules:
       - {match: "*classifier*", enabled: false}          # keep the head in FP
       - {match: "*.probs_quantizer", symmetric: false}   # probabilities are non-negative
+      - {match: "*.probs_quantizer", grid: log2}         # ... and mostly tiny: powers of two below the scale
       - {match: "model.encoder.conv1.*", bits: 8}        # first layer at 8 bits
       - {match: "*fc2.weight_quantizer", granularity: group, group_size: 64}
       - {match: "*patch_embeddings.*", bits: 8, optional: true}  # no warning for models without it
@@ -27,7 +28,7 @@ from esc.quant.quantizer import QuantSpec
 
 log = logging.getLogger(__name__)
 
-RULE_FIELDS = ("bits", "symmetric", "granularity", "enabled", "group_size")
+RULE_FIELDS = ("bits", "symmetric", "granularity", "enabled", "group_size", "grid")
 
 
 @dataclass(frozen=True)

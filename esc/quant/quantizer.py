@@ -13,17 +13,22 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from esc.quant.log2_grid import fake_quantize_log2
+
 GRANULARITIES = ("tensor", "channel", "group", "token")
+GRIDS = ("uniform", "log2")
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 ACTIVATION_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How one tensor is quantized: bit width, symmetric or asymmetric, granularity, on or off.
+    """How one tensor is quantized: bit width, symmetric or asymmetric, granularity, on or off, grid.
 
     Granularity "group" (weights only) gives each output channel one scale per `group_size` consecutive
     weights along its flattened input dimension (in_features, or in_channels * kernel for a convolution).
+    Grid "log2" (per-tensor, non-negative activations: `symmetric: false`) puts the levels at powers of two below
+    the scale (`esc.quant.log2_grid`), for softmax probabilities.
     """
 
     bits: int = 8
@@ -31,6 +36,7 @@ class QuantSpec:
     granularity: str = "tensor"
     enabled: bool = True
     group_size: int = 128
+    grid: str = "uniform"
 
     def validated(self, name: str, kind: str) -> "QuantSpec":
         """Return self, or raise a ValueError naming the quantizer when a field is out of range."""
@@ -45,6 +51,11 @@ class QuantSpec:
             raise ValueError(f"quantizer {name!r}: per-channel granularity is for weights; use 'token' or 'tensor'")
         if kind == "activation" and self.granularity == "group":
             raise ValueError(f"quantizer {name!r}: group granularity is for weights; use 'token' or 'tensor'")
+        if self.grid not in GRIDS:
+            raise ValueError(f"quantizer {name!r}: unknown grid {self.grid!r}; valid: {GRIDS}")
+        if self.grid == "log2" and (kind != "activation" or self.granularity != "tensor" or self.symmetric):
+            raise ValueError(f"quantizer {name!r}: a log2 grid is for per-tensor non-negative activations (softmax "
+                             f"probabilities): needs granularity 'tensor' and symmetric false, and no weight")
         if not isinstance(self.group_size, int) or self.group_size < 1:
             raise ValueError(f"quantizer {name!r}: group_size must be a positive integer, got {self.group_size!r}")
         return self
@@ -143,6 +154,9 @@ class Quantizer(nn.Module):
         """Set scale and zero point from a clipping range (floats, or per-channel tensors)."""
         lo = torch.as_tensor(lo, dtype=torch.float32)
         hi = torch.as_tensor(hi, dtype=torch.float32)
+        if self.spec.grid == "log2":  # the scale is the top level; the grid reaches down from it
+            self.set_qparams(hi.clamp_min(1e-12), torch.zeros_like(hi, dtype=torch.int32))
+            return
         scale, zero_point = range_to_qparams(lo, hi, self.spec.bits, self.spec.symmetric)
         self.set_qparams(scale, zero_point)
 
@@ -157,6 +171,8 @@ class Quantizer(nn.Module):
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The float range [lo, hi] the current scale and zero point represent."""
+        if self.spec.grid == "log2":
+            return torch.zeros_like(self.scale), self.scale.clone()
         qmin, qmax = integer_range(self.spec.bits, self.spec.symmetric)
         return (qmin - self.zero_point) * self.scale, (qmax - self.zero_point) * self.scale
 
@@ -188,6 +204,8 @@ class Quantizer(nn.Module):
             raise RuntimeError(f"quantizer {self.name!r} is enabled but not calibrated")
         if self.population is not None:
             return self._fake_quantize_population(x, qmin, qmax)
+        if self.spec.grid == "log2":
+            return fake_quantize_log2(x, self.scale, self.spec.bits)
         if self.scale.dim() == 0:
             if torch.is_grad_enabled() and x.requires_grad:
                 return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
@@ -202,6 +220,8 @@ class Quantizer(nn.Module):
             raise RuntimeError(f"quantizer {self.name!r}: a batch of {x.shape[0]} is not {scale.shape[0]} "
                                "candidates' batches tiled (see esc.calib.population)")
         rows = x.reshape(scale.shape[0], -1)
+        if self.spec.grid == "log2":
+            return fake_quantize_log2(rows, scale, self.spec.bits).reshape(x.shape)
         return fake_quantize_inference(rows, scale, zero_point, qmin, qmax).reshape(x.shape)
 
     def _fake_quantize_per_group(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
@@ -234,4 +254,5 @@ class Quantizer(nn.Module):
         s = self.spec
         state = "on" if self.enabled else "off"
         granularity = f"group{s.group_size}" if s.granularity == "group" else s.granularity
-        return f"{self.kind}, {s.bits} bit, {'sym' if s.symmetric else 'asym'}, per-{granularity}, {state}"
+        grid = "log2" if s.grid == "log2" else ("sym" if s.symmetric else "asym")
+        return f"{self.kind}, {s.bits} bit, {grid}, per-{granularity}, {state}"
