@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|keywords|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|keywords|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | keywords | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | keywords | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -38,6 +38,14 @@ case $part in
     run threads=1 $sents calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
         calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
         calibrator.max_evals=120 seed=0,1,2 ;;
+  whisper_w4a4_token)  # W4A4 with per-token Linear/Conv inputs after rotation+GPTQ: uniform against log2 softmax
+    # probabilities (bundled data, MSE; ESC with log2), then MSE with log2 on the generated sentences
+    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
+    run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse
+    run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2"
+    run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=esc calibrator.max_evals=150 "$log2"
+    run threads=1 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
+        quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2" ;;
   keywords)  # every calibrator x bit width on the trained keyword models; ESC with three seeds
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a8,w8a4,w4a8_g64,w4a4_g64 seed=0 \
         calibrator=minmax,percentile,mse,entropy
