@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|keywords|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|keywords|keywords_log2|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | keywords | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | keywords | keywords_log2 | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -54,6 +54,11 @@ case $part in
     # W8A4, where ESC and MSE are close on wav2vec2: five seeds of each
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=3,4 $esc_w2v
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=1,2,3,4 calibrator=mse ;;
+  keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
+    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
+    run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
+    run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
+    run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 $esc_kws seed=0,1,2 "$log2" ;;
   keywords_esc)  # wav2vec2: ESC's budget curve, and 512 calibration clips (validation on 8 batches) against 128
     # in a folder of its own: budget_curve is not part of a run's identity, so beside `keywords` it would be skipped
     python -m esc.run -m logger=csv out_dir="$out/budget_curve" threads=1 model=wav2vec2_kws $kws quant=w8a4,w8a8 \
