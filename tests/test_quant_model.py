@@ -193,6 +193,10 @@ def test_save_and_load_scales_reproduce_outputs(family, tmp_path):
     other = quantize_model(copy.deepcopy(fp), Placement(activation=QuantSpec(4)))
     with pytest.raises(ValueError, match="bits"):
         load_scales(other, path)
+    # ... and so does one whose activations sit on a log2 grid (same bits, other meaning of the scale)
+    log2 = quantize_model(copy.deepcopy(fp), Placement(activation=QuantSpec(8, symmetric=False, grid="log2")))
+    with pytest.raises(ValueError, match="uniform grid, model has log2"):
+        load_scales(log2, path)
 
 
 def test_state_dict_round_trip_restores_scales(family):

@@ -133,7 +133,7 @@ def census(model: nn.Module) -> str:
 def quantizer_state(model: nn.Module) -> dict[str, dict]:
     """Scales and zero points of every calibrated static quantizer, keyed by quantizer name."""
     return {
-        q.name: {"scale": q.scale.clone(), "zero_point": q.zero_point.clone(), "bits": q.bits}
+        q.name: {"scale": q.scale.clone(), "zero_point": q.zero_point.clone(), "bits": q.bits, "grid": q.spec.grid}
         for q in quantizers(model)
         if q.is_calibrated and not q.is_dynamic
     }
@@ -157,4 +157,7 @@ def load_scales(model: nn.Module, path: str | Path) -> None:
     for name, entry in saved.items():
         if entry["bits"] != by_name[name].bits:
             raise ValueError(f"{path}: {name} was calibrated at {entry['bits']} bits, model has {by_name[name].bits}")
+        grid = entry.get("grid", "uniform")  # files written before log2 grids existed hold uniform scales
+        if grid != by_name[name].spec.grid:
+            raise ValueError(f"{path}: {name} was calibrated on a {grid} grid, model has {by_name[name].spec.grid}")
         by_name[name].set_qparams(entry["scale"], entry["zero_point"])
