@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from esc.calib.registry import make_calibrator
 from esc.models.registry import build_adapter
-from esc.quant.model import quantize_model, quantizers
+from esc.quant.model import census, quantize_model, quantizers
 from esc.quant.placement import Placement
 from esc.quant.quantizer import Quantizer, QuantSpec
 
@@ -97,6 +97,8 @@ def test_every_calibrator_gives_a_log2_quantizer_the_seen_maximum(name):
     adapter, batch = tiny_whisper_with_log2_probs()
     probs = [q for q in quantizers(adapter.model, "activation") if q.name.endswith("probs_quantizer")]
     assert probs and all(q.spec.grid == "log2" for q in probs)
+    assert f"{probs[0].name} activation 4b log2 per-tensor uncalibrated" in census(adapter.model)
+    assert "4 bit, log2, per-tensor" in repr(probs[0])
     stats = make_calibrator(name).calibrate(adapter.model, lambda model: adapter.forward(batch))
     for q in probs:
         assert q.scale.item() == pytest.approx(stats[q.name].max) and q.zero_point.item() == 0

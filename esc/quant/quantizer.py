@@ -60,6 +60,11 @@ class QuantSpec:
             raise ValueError(f"quantizer {name!r}: group_size must be a positive integer, got {self.group_size!r}")
         return self
 
+    @property
+    def grid_label(self) -> str:
+        """How the grid is printed: "log2", or "sym" / "asym" for a uniform grid."""
+        return "log2" if self.grid == "log2" else ("sym" if self.symmetric else "asym")
+
     def with_overrides(self, **fields) -> "QuantSpec":
         """A copy with the given fields replaced."""
         return replace(self, **fields)
@@ -254,5 +259,4 @@ class Quantizer(nn.Module):
         s = self.spec
         state = "on" if self.enabled else "off"
         granularity = f"group{s.group_size}" if s.granularity == "group" else s.granularity
-        grid = "log2" if s.grid == "log2" else ("sym" if s.symmetric else "asym")
-        return f"{self.kind}, {s.bits} bit, {grid}, per-{granularity}, {state}"
+        return f"{self.kind}, {s.bits} bit, {s.grid_label}, per-{granularity}, {state}"
