@@ -75,6 +75,20 @@ def test_quant_presets_place_quantizers(name):
     assert all(q.enabled == quant["weight"]["enabled"] for q in weights)
 
 
+def test_per_token_w4a4_keeps_attention_inputs_static_and_the_8_bit_layers():
+    model = build_adapter(OmegaConf.to_container(compose_run("model=ast_tiny").model)).model
+    quant = OmegaConf.to_container(compose_run("quant=w4a4_g64_token").quant, resolve=True)
+    quantize_model(model, Placement.from_config(quant))
+    inputs = [q for q in quantizers(model, "activation") if q.name.endswith(".input_quantizer")]
+    attention = [q for q in quantizers(model, "activation") if not q.name.endswith(".input_quantizer")]
+    assert inputs and all(q.is_dynamic and q.bits == 4 for q in inputs)
+    assert len(attention) == 4 * sum(1 for q in attention if q.name.endswith(".probs_quantizer")) > 0
+    assert all(not q.is_dynamic and q.bits == 4 for q in attention)
+    assert all(not q.spec.symmetric for q in attention if q.name.endswith(".probs_quantizer"))
+    patch = [q for q in quantizers(model, "weight") if "patch_embeddings" in q.name]
+    assert patch and all(q.bits == 8 and q.spec.granularity == "channel" for q in patch)
+
+
 @pytest.mark.parametrize("name", options("calibrator"))
 def test_calibrators_instantiate(name):
     calibrator = instantiate(compose_run(f"calibrator={name}", "quant=w4a4").calibrator)
