@@ -16,7 +16,8 @@ from esc.calib.stats import ActivationStats
 from esc.calib.weights import calibrate_weights
 from esc.quant.model import quantize_model
 from esc.quant.placement import Placement
-from esc.quant.quantizer import Quantizer, QuantSpec
+from esc.quant.quantizer import Quantizer
+from esc.quant.spec import QuantSpec
 
 
 def quantizer(bits=8, symmetric=True):

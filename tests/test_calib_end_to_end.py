@@ -12,7 +12,7 @@ from esc.calib.registry import make_calibrator
 from esc.calib.stats import collect_statistics
 from esc.quant.model import census, quantize_model, quantizers
 from esc.quant.placement import Placement
-from esc.quant.quantizer import QuantSpec
+from esc.quant.spec import QuantSpec
 
 STANDARD = ("minmax", "percentile", "mse", "entropy")
 

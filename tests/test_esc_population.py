@@ -24,7 +24,10 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # asymmetric in w8a8 too, start at 0 and keep a zero point of 0).
 ASYMMETRIC_INPUTS = {"match": "*.input_quantizer", "symmetric": False}
 LOG2_PROBS = {"match": "*.probs_quantizer", "grid": "log2"}  # per-candidate scales on the log2 grid too
-PRESETS = {"w8a8_asym": (8, [ASYMMETRIC_INPUTS]), "w4a4": (4, []), "w4a4_log2": (4, [LOG2_PROBS])}
+# Per-token (dynamic) asymmetric inputs: their clip ratios are searched, one per candidate too.
+TOKEN_INPUTS = {"match": "*.input_quantizer", "granularity": "token", "symmetric": False, "clip_ratio": 0.9}
+PRESETS = {"w8a8_asym": (8, [ASYMMETRIC_INPUTS]), "w4a4": (4, []), "w4a4_log2": (4, [LOG2_PROBS]),
+           "w4a4_token": (4, [TOKEN_INPUTS])}
 RTOL = 1e-5  # a larger batch may sum matmuls in another order; on CPU the values came out identical
 
 
@@ -86,6 +89,8 @@ def test_batched_scores_equal_sequential_scores(model_name, preset):
     adapter, fitness, scales = calibrated(model_name, preset)
     if preset == "w8a8_asym":  # the zero points must reach the batched path, not zeros
         assert sum(int(q.zero_point) != 0 for q in scales.quantizers) >= 5
+    if preset == "w4a4_token":  # the clip ratios are searched beside the static attention scales
+        assert sum(q.is_dynamic for q in scales.quantizers) >= 5
     x = candidates(scales)
     objective = population_objective(fitness, adapter.model, scales)
     expected = sequential(fitness, scales, x)

@@ -10,7 +10,7 @@ from esc.calib.weights import calibrate_weights
 from esc.ptq.adaround import AdaRound
 from esc.quant.model import quantize_model
 from esc.quant.placement import Placement
-from esc.quant.quantizer import QuantSpec
+from esc.quant.spec import QuantSpec
 from ptq_helpers import LAYER_KINDS, ModuleAdapter, Single, assert_on_grid, correlated_batches, make_layer
 
 

@@ -7,7 +7,8 @@ from torch import nn
 from esc.calib.weights import calibrate_weights
 from esc.quant.model import quantize_model
 from esc.quant.placement import Placement, Rule
-from esc.quant.quantizer import Quantizer, QuantSpec
+from esc.quant.quantizer import Quantizer
+from esc.quant.spec import QuantSpec
 
 
 def outlier_layer(spec: QuantSpec) -> nn.Linear:

@@ -13,7 +13,8 @@ from esc.calib.registry import make_calibrator
 from esc.models.registry import build_adapter
 from esc.quant.model import census, quantize_model, quantizers
 from esc.quant.placement import Placement
-from esc.quant.quantizer import Quantizer, QuantSpec
+from esc.quant.quantizer import Quantizer
+from esc.quant.spec import QuantSpec
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LOG2_PROBS = {"match": "*.probs_quantizer", "grid": "log2"}

@@ -21,7 +21,8 @@ from esc.quant.model import (
     set_enabled,
 )
 from esc.quant.placement import Placement, Rule
-from esc.quant.quantizer import Quantizer, QuantSpec
+from esc.quant.quantizer import Quantizer
+from esc.quant.spec import QuantSpec
 
 ATTENTION_ATTRS = ("query_quantizer", "key_quantizer", "probs_quantizer", "value_quantizer")
 

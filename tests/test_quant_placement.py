@@ -9,7 +9,7 @@ from conftest import FAMILIES
 from esc.calib.registry import make_calibrator
 from esc.quant.model import census, quantize_model, quantizers, set_enabled
 from esc.quant.placement import Placement, Rule
-from esc.quant.quantizer import QuantSpec
+from esc.quant.spec import QuantSpec
 
 
 def test_rules_apply_in_order_later_ones_win():

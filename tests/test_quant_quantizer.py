@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from esc.quant.quantizer import Quantizer, QuantSpec, integer_range, range_to_qparams
+from esc.quant.quantizer import Quantizer, integer_range, range_to_qparams
+from esc.quant.spec import QuantSpec
 
 
-def act(bits=8, symmetric=True, granularity="tensor", axis=-1):
-    return Quantizer("blk.input_quantizer", "activation", QuantSpec(bits, symmetric, granularity), axis=axis)
+def act(bits=8, symmetric=True, granularity="tensor", axis=-1, clip_ratio=1.0):
+    spec = QuantSpec(bits, symmetric, granularity, clip_ratio=clip_ratio)
+    return Quantizer("blk.input_quantizer", "activation", spec, axis=axis)
 
 
 def test_integer_range():
@@ -72,17 +74,18 @@ def test_per_channel_weight_scales():
         torch.testing.assert_close(out[c], torch.clamp(torch.round(w[c] / q.scale[c]), -8, 7) * q.scale[c])
 
 
+@pytest.mark.parametrize("clip_ratio", [1.0, 0.6])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_per_token_dynamic_scales_by_hand(symmetric):
+def test_per_token_dynamic_scales_by_hand(symmetric, clip_ratio):
     x = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1))
     x[0, 1] *= 50  # one loud token must not coarsen the others
-    q = act(4, symmetric, "token", axis=-1)
-    assert q.is_dynamic and q.is_calibrated
+    q = act(4, symmetric, "token", axis=-1, clip_ratio=clip_ratio)
+    assert q.is_dynamic and q.is_calibrated and q.scale.item() == clip_ratio
     out = q(x)
     rows, expected = x.reshape(-1, 8), []
     qmin, qmax = integer_range(4, symmetric)
-    for r in rows:
-        lo, hi = min(r.min().item(), 0.0), max(r.max().item(), 0.0)
+    for r in rows:  # the grid covers clip_ratio of each token's range
+        lo, hi = clip_ratio * min(r.min().item(), 0.0), clip_ratio * max(r.max().item(), 0.0)
         if symmetric:
             scale, zp = max(-lo, hi) / qmax, 0
         else:

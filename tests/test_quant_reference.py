@@ -18,7 +18,7 @@ from esc.ptq.bias_correction import BiasCorrection
 from esc.ptq.gptq import GPTQ
 from esc.quant.model import quantize_model, quantizers_off
 from esc.quant.placement import Placement
-from esc.quant.quantizer import QuantSpec
+from esc.quant.spec import QuantSpec
 from esc.quant.reference import fp_reference
 
 

@@ -1,10 +1,12 @@
-"""ESC: Evolution-Strategy-based Calibration of static activation scales.
+"""ESC: Evolution-Strategy-based Calibration of activation scales.
 
 Local step: every static activation quantizer gets its MSE-optimal range from the one statistics pass (this
 class is an `MSECalibrator`); with `local_search`, each transformer block's scales are then refined against the
 block's output reconstruction error on cached block inputs (`esc.calib.local_search`). Global step: CMA-ES searches all those scales jointly, as log-multipliers of
 the local solution bounded to [-bound, bound], minimising a task-level fitness of the whole quantized model
 (`esc.calib.fitness`); the best scales found, never worse than the local start, are written to the model.
+Per-token (dynamic) quantizers join the search through their clip ratio (`esc.calib.scale_vector`), starting
+from the configured `clip_ratio`, which every other calibrator keeps.
 Multiplying a scale by m multiplies the clipping range by m and keeps the zero point (asymmetric included).
 
 How a run harness calls it (the only extension of the calibrator protocol is the fitness)::
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class ESCCalibrator(MSECalibrator):
-    """MSE local start, then a CMA-ES search over all static activation scales on a task-level fitness.
+    """MSE local start, then a CMA-ES search over all activation scales (and clip ratios) on a task-level fitness.
 
     Settings are those of `SearchSettings` plus `fitness` (kl | task_loss) and the MSE options; see
     conf/calibrator/esc.yaml. After `calibrate`, `history` holds one dict per generation, `start_fitness` and
@@ -100,7 +102,7 @@ class ESCCalibrator(MSECalibrator):
                                               self.local_max_batches)
         self._scales = scales = ScaleVector(model)
         if len(scales) == 0:
-            log.warning("esc: no static activation quantizer to search; keeping the local start")
+            log.warning("esc: no activation quantizer to search; keeping the local start")
             return stats
 
         def objective(x: np.ndarray, subset: Sequence[int] | None) -> float:

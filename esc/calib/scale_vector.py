@@ -1,4 +1,8 @@
-"""The scales ESC searches: the static activation quantizers of a model (or block), as log-multipliers of a start."""
+"""The scales ESC searches: every activation quantizer of a model (or block), as log-multipliers of a start.
+
+A static quantizer contributes its scale; a per-token (dynamic) one its clip ratio, the fraction of each token's
+range its grid covers (`Quantizer`), so W4A4 presets with per-token inputs still leave every input to the search.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from esc.quant.quantizer import Quantizer
 
 
 class ScaleVector:
-    """The searched scales: one log-multiplier per static activation quantizer, applied in place.
+    """The searched scales: one log-multiplier per calibrated activation quantizer, applied in place.
 
     Writing into the existing scale buffers (no new tensors, zero points untouched) keeps a candidate switch
     to a few hundred scalar copies; weight quantizers and their cached fake-quantized weights are untouched.
@@ -19,7 +23,7 @@ class ScaleVector:
 
     def __init__(self, model: nn.Module):
         self.quantizers: list[Quantizer] = [q for q in quantizers(model, "activation")
-                                            if q.enabled and not q.is_dynamic and q.is_calibrated]
+                                            if q.enabled and q.is_calibrated]
         self.start = [q.scale.clone() for q in self.quantizers]
 
     def __len__(self) -> int:

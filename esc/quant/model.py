@@ -114,7 +114,7 @@ def census(model: nn.Module) -> str:
     lines = []
     for q in quantizers(model):
         if q.is_dynamic:
-            scale = "dynamic"
+            scale = f"dynamic clip={q.scale.item():.4g}"
         elif not q.is_calibrated:
             scale = "uncalibrated"
         elif q.scale.dim() == 0:
@@ -130,11 +130,11 @@ def census(model: nn.Module) -> str:
 
 
 def quantizer_state(model: nn.Module) -> dict[str, dict]:
-    """Scales and zero points of every calibrated static quantizer, keyed by quantizer name."""
+    """Scales and zero points of every calibrated quantizer (a per-token one's clip ratio), keyed by name."""
     return {
         q.name: {"scale": q.scale.clone(), "zero_point": q.zero_point.clone(), "bits": q.bits, "grid": q.spec.grid}
         for q in quantizers(model)
-        if q.is_calibrated and not q.is_dynamic
+        if q.is_calibrated
     }
 
 

@@ -24,11 +24,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from esc.quant.quantizer import QuantSpec
+from esc.quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 
-RULE_FIELDS = ("bits", "symmetric", "granularity", "enabled", "group_size", "grid")
+RULE_FIELDS = ("bits", "symmetric", "granularity", "enabled", "group_size", "grid", "clip_ratio")
 
 
 @dataclass(frozen=True)

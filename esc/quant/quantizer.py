@@ -3,71 +3,17 @@
 A quantizer rounds to nearest on an integer grid and maps back to float ("fake" quantization), with a
 straight-through gradient (torch's fused fake-quant kernels pass the gradient inside the clipping range).
 Static scales and zero points are buffers, so they travel with `state_dict`; dynamic per-token quantizers
-compute theirs from each input.
+compute theirs from each input, and their `scale` buffer holds a clip ratio instead: the fraction of each token's
+range the grid covers (1 = the token's min/max), the one number a calibrator can still choose for them.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from esc.quant.log2_grid import fake_quantize_log2
-
-GRANULARITIES = ("tensor", "channel", "group", "token")
-GRIDS = ("uniform", "log2")
-WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
-ACTIVATION_BITS = (2, 3, 4, 5, 6, 7, 8)
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """How one tensor is quantized: bit width, symmetric or asymmetric, granularity, on or off, grid.
-
-    Granularity "group" (weights only) gives each output channel one scale per `group_size` consecutive
-    weights along its flattened input dimension (in_features, or in_channels * kernel for a convolution).
-    Grid "log2" (per-tensor, non-negative activations: `symmetric: false`) puts the levels at powers of two below
-    the scale (`esc.quant.log2_grid`), for softmax probabilities.
-    """
-
-    bits: int = 8
-    symmetric: bool = True
-    granularity: str = "tensor"
-    enabled: bool = True
-    group_size: int = 128
-    grid: str = "uniform"
-
-    def validated(self, name: str, kind: str) -> "QuantSpec":
-        """Return self, or raise a ValueError naming the quantizer when a field is out of range."""
-        allowed = WEIGHT_BITS if kind == "weight" else ACTIVATION_BITS
-        if self.bits not in allowed:
-            raise ValueError(f"quantizer {name!r}: {self.bits} bits is out of range for a {kind}; allowed: {allowed}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"quantizer {name!r}: unknown granularity {self.granularity!r}; valid: {GRANULARITIES}")
-        if kind == "weight" and self.granularity == "token":
-            raise ValueError(f"quantizer {name!r}: per-token granularity is for activations, not weights")
-        if kind == "activation" and self.granularity == "channel":
-            raise ValueError(f"quantizer {name!r}: per-channel granularity is for weights; use 'token' or 'tensor'")
-        if kind == "activation" and self.granularity == "group":
-            raise ValueError(f"quantizer {name!r}: group granularity is for weights; use 'token' or 'tensor'")
-        if self.grid not in GRIDS:
-            raise ValueError(f"quantizer {name!r}: unknown grid {self.grid!r}; valid: {GRIDS}")
-        if self.grid == "log2" and (kind != "activation" or self.granularity != "tensor" or self.symmetric):
-            raise ValueError(f"quantizer {name!r}: a log2 grid is for per-tensor non-negative activations (softmax "
-                             f"probabilities): needs granularity 'tensor' and symmetric false, and no weight")
-        if not isinstance(self.group_size, int) or self.group_size < 1:
-            raise ValueError(f"quantizer {name!r}: group_size must be a positive integer, got {self.group_size!r}")
-        return self
-
-    @property
-    def grid_label(self) -> str:
-        """How the grid is printed: "log2", or "sym" / "asym" for a uniform grid."""
-        return "log2" if self.grid == "log2" else ("sym" if self.symmetric else "asym")
-
-    def with_overrides(self, **fields) -> "QuantSpec":
-        """A copy with the given fields replaced."""
-        return replace(self, **fields)
+from esc.quant.spec import QuantSpec
 
 
 def integer_range(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -138,8 +84,12 @@ class Quantizer(nn.Module):
         self.enabled = spec.enabled
         self.observer = None  # set during the statistics pass: receives inputs instead of quantizing
         self.population: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.register_buffer("scale", torch.empty(0))
-        self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
+        if self.is_dynamic:  # the clip ratio, searched like a static scale (esc.calib.scale_vector)
+            self.register_buffer("scale", torch.tensor(float(spec.clip_ratio)))
+            self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+        else:
+            self.register_buffer("scale", torch.empty(0))
+            self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
         self._cache = None  # (source tensor, its version, scale version) -> fake-quantized weight
 
     @property
@@ -157,6 +107,9 @@ class Quantizer(nn.Module):
 
     def set_range(self, lo, hi) -> None:
         """Set scale and zero point from a clipping range (floats, or per-channel tensors)."""
+        if self.is_dynamic:
+            raise ValueError(f"quantizer {self.name!r} is per-token (dynamic): it has no static range to set; its "
+                             "scale buffer is the clip ratio (set_qparams)")
         lo = torch.as_tensor(lo, dtype=torch.float32)
         hi = torch.as_tensor(hi, dtype=torch.float32)
         if self.spec.grid == "log2":  # the scale is the top level; the grid reaches down from it
@@ -238,11 +191,18 @@ class Quantizer(nn.Module):
         return out.reshape(x.shape[0], -1)[:, :columns].reshape(x.shape)
 
     def _fake_quantize_per_token(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-        rows = x.movedim(self.axis, -1)
+        rows = x.movedim(self.axis, -1)  # the batch stays dimension 0, so rows are candidate-major (population)
         flat = rows.reshape(-1, rows.shape[-1])
         with torch.no_grad():
             lo, hi = torch.aminmax(flat, dim=1)
-            scale, zero_point = range_to_qparams(lo, hi, self.spec.bits, self.spec.symmetric)
+            ratio = self.scale
+            if self.population is not None:
+                ratio = self.population[0].reshape(-1)
+                if flat.shape[0] % ratio.numel():
+                    raise RuntimeError(f"quantizer {self.name!r}: {flat.shape[0]} tokens are not {ratio.numel()} "
+                                       "candidates' batches tiled (see esc.calib.population)")
+                ratio = ratio.repeat_interleave(flat.shape[0] // ratio.numel())
+            scale, zero_point = range_to_qparams(lo * ratio, hi * ratio, self.spec.bits, self.spec.symmetric)
         out = torch.fake_quantize_per_channel_affine(flat, scale, zero_point, 0, qmin, qmax)
         return out.reshape(rows.shape).movedim(-1, self.axis)
 
