@@ -1,4 +1,5 @@
-"""Per-token (dynamic) quantizers' clip ratio: validated, applied per token, saved with the scales, searched by ESC."""
+"""Per-token (dynamic) quantizers' clip ratio: validated, applied per token, saved with the scales, chosen by MSE
+on calibration tokens, kept by the other calibrators, searched by ESC."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 from esc.calib.esc import ESCCalibrator
+from esc.calib.minmax import MinMaxCalibrator
 from esc.calib.mse import MSECalibrator
 from esc.calib.scale_vector import ScaleVector
+from esc.calib.stats import NonFiniteActivationError, TokenClipStats
 from esc.models.registry import build_adapter
 from esc.quant.model import census, load_scales, quantize_model, quantizers, save_scales
 from esc.quant.placement import Placement
@@ -99,16 +102,43 @@ def test_rules_set_the_ratio_and_scales_files_carry_it(tmp_path):
     assert loaded[dynamic[0].name] == pytest.approx(0.42)
 
 
-def test_esc_searches_the_clip_ratios_and_mse_keeps_them():
+def test_token_statistics_find_the_ratio_of_least_error():
+    x = torch.randn(3, 1000, 384, generator=torch.Generator().manual_seed(0))  # 3000 tokens: subsampled to 2048
+    stats = TokenClipStats(token(symmetric=True))
+    for batch in x:
+        stats.update(batch)
+    best = stats.best_ratio()
+    assert stats.count == 3000 and 0.6 < best < 0.95  # Gaussian tokens: the 4-bit optimum clips their extremes
+
+    def error(ratio):
+        return (token(ratio, symmetric=True)(x) - x).pow(2).mean().item()
+
+    assert error(best) < 0.85 * error(1.0) and error(best) < error(0.4)
+    with pytest.raises(NonFiniteActivationError, match="'fc1.input_quantizer'"):
+        stats.update(torch.full((2, 384), float("nan")))
+
+
+def test_mse_chooses_the_clip_ratios_minmax_keeps_them_and_esc_searches_them():
+    def dynamic(adapter):
+        return [q for q in quantizers(adapter.model, "activation") if q.is_dynamic]
+
+    adapter, batches = tiny_per_token("ast_tiny", 0.9)
+    MinMaxCalibrator().calibrate(adapter.model, lambda model: [adapter.forward(b) for b in batches])
+    assert all(q.scale.item() == pytest.approx(0.9) for q in dynamic(adapter))
+
     adapter, batches = tiny_per_token("ast_tiny", 1.0)
     loop = lambda model: [adapter.forward(b) for b in batches]  # noqa: E731
-    MSECalibrator().calibrate(adapter.model, loop)
-    assert all(q.scale.item() == 1.0 for q in quantizers(adapter.model, "activation") if q.is_dynamic)
+    mse = MSECalibrator()
+    mse.calibrate(adapter.model, loop)
+    chosen = {q.name: q.scale.item() for q in dynamic(adapter)}
+    assert chosen == {name: pytest.approx(mse.stats[name].best_ratio()) for name in chosen}
+    assert min(chosen.values()) < 1.0
     scales = ScaleVector(adapter.model)
     assert sum(q.is_dynamic for q in scales.quantizers) >= 5 and not all(q.is_dynamic for q in scales.quantizers)
-    esc = ESCCalibrator(popsize=8, max_generations=3, sigma0=0.2)  # improves ast_tiny's start by 39%
+
+    esc = ESCCalibrator(popsize=8, max_generations=3, sigma0=0.2)
     esc.bind(adapter, batches)
     esc.calibrate(adapter.model, loop)
-    assert esc.best_fitness < esc.start_fitness  # the fitness moved, so something was written
-    ratios = [q.scale.item() for q in quantizers(adapter.model, "activation") if q.is_dynamic]
-    assert len(set(ratios)) > 1 and all(abs(np.log(r)) <= 0.7 + 1e-6 for r in ratios)
+    assert esc.best_fitness < esc.start_fitness  # the fitness moved, so a new solution was written
+    ratios = {q.name: q.scale.item() for q in dynamic(adapter)}
+    assert ratios != chosen and all(abs(np.log(ratios[n] / chosen[n])) <= 0.7 + 1e-6 for n in chosen)

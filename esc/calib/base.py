@@ -11,9 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
+import torch
 from torch import nn
 
-from esc.calib.stats import ActivationStats, collect_statistics
+from esc.calib.stats import ActivationStats, TokenClipStats, collect_statistics
 from esc.calib.weights import calibrate_weights
 from esc.quant.model import quantizers
 from esc.quant.quantizer import Quantizer
@@ -30,6 +31,7 @@ class Calibrator(ABC):
     """
 
     name: ClassVar[str]
+    chooses_clip_ratio: ClassVar[bool] = False  # per-token quantizers' clip ratio from the data (TokenClipStats)
 
     def __init__(self, weight_method: str = "minmax"):
         self.weight_method = weight_method
@@ -37,7 +39,7 @@ class Calibrator(ABC):
 
     def collect(self, model: nn.Module, forward_loop: ForwardLoop) -> dict[str, ActivationStats]:
         """One statistics pass over the calibration data (kept for `compute_range` and reuse)."""
-        self.stats = collect_statistics(model, forward_loop)
+        self.stats = collect_statistics(model, forward_loop, clip_ratios=self.chooses_clip_ratio)
         return self.stats
 
     @abstractmethod
@@ -49,6 +51,7 @@ class Calibrator(ABC):
 
         A log2-grid quantizer takes the seen maximum from every calibrator (their error models are for uniform
         grids; its levels already reach 2^(2^b - 2) below the top); ESC still searches its scale like any other.
+        A per-token quantizer observed for its clip ratio (`chooses_clip_ratio`) takes the ratio of least error.
         """
         for q in quantizers(model, "activation"):
             s = stats.get(q.name)
@@ -57,7 +60,10 @@ class Calibrator(ABC):
             if s.count == 0:
                 log.warning("quantizer %s saw no calibration data; it stays uncalibrated", q.name)
                 continue
-            q.set_range(*((0.0, s.max) if q.spec.grid == "log2" else self.compute_range(s, q)))
+            if isinstance(s, TokenClipStats):
+                q.set_qparams(torch.tensor(s.best_ratio()), q.zero_point)
+            else:
+                q.set_range(*((0.0, s.max) if q.spec.grid == "log2" else self.compute_range(s, q)))
 
     def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> dict[str, ActivationStats]:
         """Calibrate weights, collect activation statistics once, set every activation range."""

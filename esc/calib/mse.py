@@ -39,6 +39,7 @@ class MSECalibrator(Calibrator):
     """Search `num_candidates` ranges, log-spaced from `min_fraction` of the full range to all of it."""
 
     name = "mse"
+    chooses_clip_ratio = True  # per-token quantizers: the clip ratio of least squared error (TokenClipStats)
 
     def __init__(self, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
         super().__init__(weight_method)

@@ -1,4 +1,5 @@
-"""One statistics pass: running min/max and a widening histogram per static activation quantizer.
+"""One statistics pass: running min/max and a widening histogram per static activation quantizer, and the
+error of each candidate clip ratio per per-token quantizer (`TokenClipStats`).
 
 Every standard calibrator (minmax, percentile, MSE, entropy) is a function of these statistics, so
 comparing calibrators never re-runs the data. The histogram is symmetric around zero with a fixed number of
@@ -15,9 +16,11 @@ import torch
 from torch import nn
 
 from esc.quant.model import quantizers
-from esc.quant.quantizer import Quantizer
+from esc.quant.quantizer import Quantizer, fake_quantize_tokens
 
 DEFAULT_BINS = 2048  # bins per sign, as TensorRT's entropy calibration uses
+CANDIDATE_RATIOS = torch.linspace(0.4, 1.0, 25)  # per-token clip ratios, in steps of 0.025
+MAX_TOKENS = 2048  # per observed tensor: Whisper's encoder sends 1500 tokens per clip through every layer
 
 
 class NonFiniteActivationError(ValueError):
@@ -88,16 +91,56 @@ class ActivationStats:
         return max(-self.min, self.max, 0.0)
 
 
+class TokenClipStats:
+    """Squared error of each candidate clip ratio over the tokens one per-token quantizer has seen.
+
+    A per-token quantizer's grid spans each token's own range; its only free number is the fraction of that range
+    the grid covers (`Quantizer`: the clip ratio). Clipping a token's few extremes buys a finer grid for the rest:
+    for Gaussian-like tokens of a few hundred features (a Hadamard-rotated input, say) the 4-bit optimum lies near
+    0.8 of the range. `TokenClipStats` observes a quantizer's inputs during the statistics pass and sums, for every
+    candidate ratio, the squared error of quantizing the tokens seen; the MSE calibrator (and so ESC's local start)
+    takes the ratio of least error, the other calibrators keep the configured one.
+    """
+
+    def __init__(self, quantizer: Quantizer):
+        self.name, self.axis = quantizer.name, quantizer.axis
+        self.bits, self.symmetric = quantizer.spec.bits, quantizer.spec.symmetric
+        self.errors = torch.zeros(len(CANDIDATE_RATIOS), dtype=torch.float64)
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Add one input (tokens along every axis but the quantizer's feature axis); NaN or Inf raises."""
+        rows = x.detach().float().movedim(self.axis, -1).reshape(-1, x.shape[self.axis])
+        if rows.numel() == 0:
+            return
+        if not torch.isfinite(rows).all():
+            raise NonFiniteActivationError(f"quantizer {self.name!r} received NaN or Inf during calibration; "
+                                           "check the input audio and the FP model at this layer")
+        rows = rows[::math.ceil(rows.shape[0] / MAX_TOKENS)]  # evenly spaced tokens: the cost stays bounded
+        for i, ratio in enumerate(CANDIDATE_RATIOS.tolist()):
+            error = fake_quantize_tokens(rows, ratio, self.bits, self.symmetric) - rows
+            self.errors[i] += error.double().pow(2).sum()
+        self.count += rows.shape[0]
+
+    def best_ratio(self) -> float:
+        """The candidate ratio of least squared error over every token seen."""
+        return float(CANDIDATE_RATIOS[int(torch.argmin(self.errors))])
+
+
 def collect_statistics(
-    model: nn.Module, forward_loop: Callable[[nn.Module], None], bins: int = DEFAULT_BINS
-) -> dict[str, ActivationStats]:
+    model: nn.Module, forward_loop: Callable[[nn.Module], None], bins: int = DEFAULT_BINS,
+    clip_ratios: bool = False,
+) -> dict[str, ActivationStats | TokenClipStats]:
     """Run `forward_loop(model)` once with every enabled static activation quantizer observing its input.
 
-    Observing quantizers pass their input through unchanged; weight quantizers keep quantizing (they are
-    calibrated from the weights beforehand), so the activations are those the quantized model's weights make.
+    With `clip_ratios`, every enabled per-token quantizer observes too, into a `TokenClipStats`. Observing
+    quantizers pass their input through unchanged; weight quantizers keep quantizing (they are calibrated from
+    the weights beforehand), so the activations are those the quantized model's weights make.
     """
-    observed: list[Quantizer] = [q for q in quantizers(model, "activation") if q.enabled and not q.is_dynamic]
-    stats = {q.name: ActivationStats(q.name, bins) for q in observed}
+    observed: list[Quantizer] = [q for q in quantizers(model, "activation")
+                                 if q.enabled and (clip_ratios or not q.is_dynamic)]
+    stats = {q.name: TokenClipStats(q) if q.is_dynamic else ActivationStats(q.name, bins) for q in observed}
     for q in observed:
         q.observer = stats[q.name]
     try:

@@ -37,6 +37,19 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: b
     return scale.clamp_min(1e-12).float(), zero_point
 
 
+def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool) -> torch.Tensor:
+    """Per-token fake quantization of `rows` (tokens, features): each row's grid covers `ratio` of its range.
+
+    `ratio` is a float, a 0-d tensor or one value per row. Scales come from the input without a gradient; the
+    straight-through gradient passes inside each row's range.
+    """
+    qmin, qmax = integer_range(bits, symmetric)
+    with torch.no_grad():
+        lo, hi = torch.aminmax(rows, dim=1)
+        scale, zero_point = range_to_qparams(lo * ratio, hi * ratio, bits, symmetric)
+    return torch.fake_quantize_per_channel_affine(rows, scale, zero_point, 0, qmin, qmax)
+
+
 def weight_groups(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     """The weight as (out_channels, n_groups, group_size): consecutive weights of each flattened row.
 
@@ -155,9 +168,9 @@ class Quantizer(nn.Module):
         return self._cache[2]
 
     def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
-        qmin, qmax = integer_range(self.spec.bits, self.spec.symmetric)
         if self.is_dynamic:
-            return self._fake_quantize_per_token(x, qmin, qmax)
+            return self._fake_quantize_per_token(x)
+        qmin, qmax = integer_range(self.spec.bits, self.spec.symmetric)
         if not self.is_calibrated:
             raise RuntimeError(f"quantizer {self.name!r} is enabled but not calibrated")
         if self.population is not None:
@@ -190,20 +203,17 @@ class Quantizer(nn.Module):
         columns = x[0].numel()
         return out.reshape(x.shape[0], -1)[:, :columns].reshape(x.shape)
 
-    def _fake_quantize_per_token(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    def _fake_quantize_per_token(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.movedim(self.axis, -1)  # the batch stays dimension 0, so rows are candidate-major (population)
         flat = rows.reshape(-1, rows.shape[-1])
-        with torch.no_grad():
-            lo, hi = torch.aminmax(flat, dim=1)
-            ratio = self.scale
-            if self.population is not None:
-                ratio = self.population[0].reshape(-1)
-                if flat.shape[0] % ratio.numel():
-                    raise RuntimeError(f"quantizer {self.name!r}: {flat.shape[0]} tokens are not {ratio.numel()} "
-                                       "candidates' batches tiled (see esc.calib.population)")
-                ratio = ratio.repeat_interleave(flat.shape[0] // ratio.numel())
-            scale, zero_point = range_to_qparams(lo * ratio, hi * ratio, self.spec.bits, self.spec.symmetric)
-        out = torch.fake_quantize_per_channel_affine(flat, scale, zero_point, 0, qmin, qmax)
+        ratio = self.scale
+        if self.population is not None:
+            ratio = self.population[0].reshape(-1)
+            if flat.shape[0] % ratio.numel():
+                raise RuntimeError(f"quantizer {self.name!r}: {flat.shape[0]} tokens are not {ratio.numel()} "
+                                   "candidates' batches tiled (see esc.calib.population)")
+            ratio = ratio.repeat_interleave(flat.shape[0] // ratio.numel())
+        out = fake_quantize_tokens(flat, ratio, self.spec.bits, self.spec.symmetric)
         return out.reshape(rows.shape).movedim(-1, self.axis)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
