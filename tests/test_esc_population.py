@@ -25,9 +25,12 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 ASYMMETRIC_INPUTS = {"match": "*.input_quantizer", "symmetric": False}
 LOG2_PROBS = {"match": "*.probs_quantizer", "grid": "log2"}  # per-candidate scales on the log2 grid too
 # Per-token (dynamic) asymmetric inputs: their clip ratios are searched, one per candidate too.
-TOKEN_INPUTS = {"match": "*.input_quantizer", "granularity": "token", "symmetric": False, "clip_ratio": 0.9}
+# The first convolution's one-channel input (AST, wav2vec2) stays per tensor: per token it would be lossless.
+TOKEN_INPUTS = [{"match": "*.input_quantizer", "granularity": "token", "symmetric": False, "clip_ratio": 0.9},
+                *({"match": f"*{layer}.input_quantizer", "granularity": "tensor", "clip_ratio": 1.0, "optional": True}
+                  for layer in ("patch_embeddings.projection", "conv_layers.0.conv"))]
 PRESETS = {"w8a8_asym": (8, [ASYMMETRIC_INPUTS]), "w4a4": (4, []), "w4a4_log2": (4, [LOG2_PROBS]),
-           "w4a4_token": (4, [TOKEN_INPUTS])}
+           "w4a4_token": (4, TOKEN_INPUTS)}
 RTOL = 1e-5  # a larger batch may sum matmuls in another order; on CPU the values came out identical
 
 

@@ -72,14 +72,17 @@ def test_population_ratios_reach_each_candidates_rows():
 
 
 def tiny_per_token(model_name: str, clip_ratio: float):
-    """A tiny model with every Linear/Conv input per token, asymmetric, 4 bits (attention inputs static), and
-    three calibration batches of two random half-second clips."""
+    """A tiny model with every Linear/Conv input per token, asymmetric, 4 bits (attention inputs and AST's patch
+    embedding input static), and three calibration batches of two random half-second clips."""
     torch.manual_seed(0)
     adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
     quant = OmegaConf.to_container(OmegaConf.load(CONF / "quant" / "w8a8.yaml"))
     quant["activation"]["bits"] = 4
     quant["rules"].append({"match": "*.input_quantizer", "granularity": "token", "symmetric": False,
                            "clip_ratio": clip_ratio})
+    # AST's one-channel spectrogram into the patch embedding: per token it would not be quantized at all
+    quant["rules"].append({"match": "*patch_embeddings.projection.input_quantizer", "granularity": "tensor",
+                           "clip_ratio": 1.0, "optional": True})
     quantize_model(adapter.model, Placement.from_config(quant))
     rng = np.random.default_rng(0)
     targets = adapter.labels[:2] if adapter.task == "classification" else ["yes no", "up down"]

@@ -6,6 +6,7 @@ import datasets
 import huggingface_hub
 import lightning as L
 import pytest
+import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -75,18 +76,36 @@ def test_quant_presets_place_quantizers(name):
     assert all(q.enabled == quant["weight"]["enabled"] for q in weights)
 
 
-def test_per_token_w4a4_keeps_attention_inputs_static_and_the_8_bit_layers():
-    model = build_adapter(OmegaConf.to_container(compose_run("model=ast_tiny").model)).model
+@pytest.mark.parametrize(("model_name", "first_input", "first_weight"), [
+    ("ast_tiny", "patch_embeddings.projection.input_quantizer", "patch_embeddings.projection.weight_quantizer"),
+    ("wav2vec2_kws_tiny", "conv_layers.0.conv.input_quantizer", "conv_layers.0.conv.weight_quantizer"),
+])
+def test_per_token_w4a4_keeps_attention_and_one_channel_inputs_static_and_the_8_bit_layers(model_name, first_input,
+                                                                                           first_weight):
+    model = build_adapter(OmegaConf.to_container(compose_run(f"model={model_name}").model)).model
     quant = OmegaConf.to_container(compose_run("quant=w4a4_g64_token").quant, resolve=True)
     quantize_model(model, Placement.from_config(quant))
-    inputs = [q for q in quantizers(model, "activation") if q.name.endswith(".input_quantizer")]
-    attention = [q for q in quantizers(model, "activation") if not q.name.endswith(".input_quantizer")]
-    assert inputs and all(q.is_dynamic and q.bits == 4 for q in inputs)
+    activations = list(quantizers(model, "activation"))
+    static_inputs = [q for q in activations if q.name.endswith(first_input)]
+    inputs = [q for q in activations if q.name.endswith(".input_quantizer") and q not in static_inputs]
+    attention = [q for q in activations if not q.name.endswith(".input_quantizer")]
+    assert inputs and all(q.is_dynamic and q.bits == 4 and not q.spec.symmetric for q in inputs)
+    # the one-channel input of the first convolution: per-token would be lossless, so 4-bit per tensor
+    assert len(static_inputs) == 1 and not static_inputs[0].is_dynamic and static_inputs[0].bits == 4
     assert len(attention) == 4 * sum(1 for q in attention if q.name.endswith(".probs_quantizer")) > 0
     assert all(not q.is_dynamic and q.bits == 4 for q in attention)
     assert all(not q.spec.symmetric for q in attention if q.name.endswith(".probs_quantizer"))
-    patch = [q for q in quantizers(model, "weight") if "patch_embeddings" in q.name]
-    assert patch and all(q.bits == 8 and q.spec.granularity == "channel" for q in patch)
+    first = [q for q in quantizers(model, "weight") if q.name.endswith(first_weight)]
+    assert len(first) == 1 and first[0].bits == 8 and first[0].spec.granularity == "channel"
+
+
+def test_per_token_over_one_feature_is_refused_naming_the_quantizer():
+    model = build_adapter(OmegaConf.to_container(compose_run("model=wav2vec2_kws_tiny").model)).model
+    quant = OmegaConf.to_container(compose_run("quant=w4a4_g64_token").quant, resolve=True)
+    quant["rules"] = [rule for rule in quant["rules"] if "conv_layers.0" not in rule["match"]]
+    quantize_model(model, Placement.from_config(quant))
+    with pytest.raises(ValueError, match="'wav2vec2.feature_extractor.conv_layers.0.conv.input_quantizer'.*lossless"):
+        model(torch.randn(1, 4000))
 
 
 @pytest.mark.parametrize("name", options("calibrator"))

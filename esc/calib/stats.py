@@ -119,7 +119,7 @@ class TokenClipStats:
                                            "check the input audio and the FP model at this layer")
         rows = rows[::math.ceil(rows.shape[0] / MAX_TOKENS)]  # evenly spaced tokens: the cost stays bounded
         for i, ratio in enumerate(CANDIDATE_RATIOS.tolist()):
-            error = fake_quantize_tokens(rows, ratio, self.bits, self.symmetric) - rows
+            error = fake_quantize_tokens(rows, ratio, self.bits, self.symmetric, self.name) - rows
             self.errors[i] += error.double().pow(2).sum()
         self.count += rows.shape[0]
 

@@ -37,12 +37,18 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: b
     return scale.clamp_min(1e-12).float(), zero_point
 
 
-def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool) -> torch.Tensor:
+def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool, name: str) -> torch.Tensor:
     """Per-token fake quantization of `rows` (tokens, features): each row's grid covers `ratio` of its range.
 
     `ratio` is a float, a 0-d tensor or one value per row. Scales come from the input without a gradient; the
-    straight-through gradient passes inside each row's range.
+    straight-through gradient passes inside each row's range. A single feature per token is refused, naming the
+    quantizer `name`: every value would get its own scale, i.e. no quantization at all (a one-channel waveform or
+    spectrogram entering a model's first convolution).
     """
+    if rows.shape[1] == 1:
+        raise ValueError(f"quantizer {name!r}: per-token quantization of an input with one feature per token is "
+                         "lossless (each value gets its own scale); quantize it per tensor (a placement rule with "
+                         "granularity: tensor)")
     qmin, qmax = integer_range(bits, symmetric)
     with torch.no_grad():
         lo, hi = torch.aminmax(rows, dim=1)
@@ -213,7 +219,7 @@ class Quantizer(nn.Module):
                 raise RuntimeError(f"quantizer {self.name!r}: {flat.shape[0]} tokens are not {ratio.numel()} "
                                    "candidates' batches tiled (see esc.calib.population)")
             ratio = ratio.repeat_interleave(flat.shape[0] // ratio.numel())
-        out = fake_quantize_tokens(flat, ratio, self.spec.bits, self.spec.symmetric)
+        out = fake_quantize_tokens(flat, ratio, self.spec.bits, self.spec.symmetric, self.name)
         return out.reshape(rows.shape).movedim(-1, self.axis)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
