@@ -31,8 +31,9 @@ def outputs(adapter, batches):
         return [adapter.forward(b) for b in batches]
 
 
-@pytest.mark.parametrize("stage", [SmoothQuant(alpha=[0.3, 0.6]), SmoothQuant(alpha=0.5), Rotation()],
-                         ids=["smoothquant-search", "smoothquant-fixed", "rotation"])
+@pytest.mark.parametrize("stage", [SmoothQuant(alpha=[0.3, 0.6]), SmoothQuant(alpha=0.5), Rotation(),
+                                   Rotation(convolutions=True)],
+                         ids=["smoothquant-search", "smoothquant-fixed", "rotation", "rotation-conv"])
 def test_stage_keeps_the_fp_outputs(family, stage):
     adapter = build(family)
     batches = [family.batch(0), family.batch(1)]
@@ -44,6 +45,10 @@ def test_stage_keeps_the_fp_outputs(family, stage):
     changed = {n for n, p in adapter.model.named_parameters() if not torch.equal(p, params[n])}
     if isinstance(stage, Rotation) or stage.search is False:
         assert changed and report["layers"]
+    if isinstance(stage, Rotation):  # ungrouped convolutions with several input channels: only when asked
+        convs = {n for n, m in adapter.model.named_modules()
+                 if isinstance(m, nn.Conv1d) and m.groups == 1 and m.in_channels > 1}
+        assert convs & set(report["layers"]) == (convs if stage.convolutions else set())
     # every attention module (Whisper: encoder, decoder self- and cross-attention) gets its value -> output fold
     attentions = {n for n, m in adapter.model.named_modules() if is_attention_module(m)}
     assert attentions and attentions == {n for n, e in report["layers"].items() if "value" in e}
@@ -80,6 +85,24 @@ def test_rotation_spreads_an_outlier_channel_and_is_orthogonal():
     report = Rotation().before_quantize(ModuleAdapter(model), [{"input": x}])
     entry = report["layers"]["0"]
     assert entry["peak_to_rms"] < 0.5 * entry["peak_to_rms_unrotated"]
+
+
+def test_rotation_of_convolution_inputs_spreads_an_outlier_channel_and_keeps_the_output():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(32, 16, 3, stride=2, padding=1), nn.GELU(), nn.Conv1d(16, 16, 3, groups=4))
+    x = torch.randn(4, 32, 50)
+    x[:, 5] *= 50
+    with torch.no_grad():
+        before = model(x)
+    assert Rotation().before_quantize(ModuleAdapter(model), [{"input": x}])["layers"] == {}  # off by default
+    report = Rotation(convolutions=True).before_quantize(ModuleAdapter(model), [{"input": x}])["layers"]
+    assert set(report) == {"0"}  # the grouped convolution is left alone
+    assert report["0"]["peak_to_rms"] < 0.5 * report["0"]["peak_to_rms_unrotated"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-4)
+    one_channel = nn.Sequential(nn.Conv1d(1, 8, 5))  # a waveform: nothing to spread
+    assert Rotation(convolutions=True).before_quantize(ModuleAdapter(one_channel),
+                                                       [{"input": torch.randn(2, 1, 40)}])["layers"] == {}
 
 
 def test_alpha_is_validated():

@@ -2,6 +2,10 @@
 and their weight by Q too, so x W^T = (x Q)(W Q)^T is unchanged in exact arithmetic while the rotated input,
 which is what the input quantizer sees, spreads its outlier channels over all channels.
 
+With `convolutions`, a 1-d convolution's input channels are rotated the same way at every time step (each kernel
+tap's (out, in) matrix times Q): a convolution is linear in its channels at each tap, and zero padding stays zero,
+so the output is unchanged too. Grouped convolutions and one-channel inputs are left alone.
+
 Q is a randomised Hadamard matrix (Sylvester Hadamard / sqrt(n) times random signs) when n is a power of two,
 and a random orthogonal matrix (QR of a Gaussian) otherwise. The rotation of the input runs online, as a
 forward pre-hook, for every matched layer; QuaRot's fusion of the rotation into the residual stream (which
@@ -31,12 +35,19 @@ from esc.ptq.folds import head_rotation, random_orthogonal, rotate_channels, val
 class Rotation(PTQStage):
     """Rotate the inputs (and weights) of every Linear whose name matches one of the `match` globs; a weight
     tied to another module (Whisper's output projection) is left alone, since rotating it would change both.
-    `value_output`: also rotate every attention's value channels head-wise, offline."""
+    `value_output`: also rotate every attention's value channels head-wise, offline. `convolutions`: also
+    rotate the input channels of every matched ungrouped Conv1d with more than one of them."""
 
     name = "rotation"
 
-    def __init__(self, match: Sequence[str] = ("*",), value_output: bool = True, seed: int = 0):
-        self.match, self.value_output, self.seed = list(match), value_output, seed
+    def __init__(self, match: Sequence[str] = ("*",), value_output: bool = True, convolutions: bool = False,
+                 seed: int = 0):
+        self.match, self.value_output, self.convolutions, self.seed = list(match), value_output, convolutions, seed
+
+    def _rotatable(self, layer: nn.Module) -> bool:
+        if isinstance(layer, nn.Linear):
+            return True
+        return self.convolutions and isinstance(layer, nn.Conv1d) and layer.groups == 1 and layer.in_channels > 1
 
     @torch.no_grad()
     def before_quantize(self, adapter: ModelAdapter, batches: Sequence[dict]) -> dict:
@@ -44,10 +55,10 @@ class Rotation(PTQStage):
         of each layer's input, and of each attention's values (keyed by the attention module)."""
         generator, tied = torch.Generator().manual_seed(self.seed), tied_parameters(adapter.model)
         layers = {name: m for name, m in adapter.model.named_modules()
-                  if isinstance(m, nn.Linear) and m.weight.data_ptr() not in tied
+                  if self._rotatable(m) and m.weight.data_ptr() not in tied
                   and any(fnmatch.fnmatchcase(name, g) for g in self.match)}
         # drawn first, so the online rotations for a seed do not depend on `value_output`
-        rotations = {name: random_orthogonal(m.in_features, generator) for name, m in layers.items()}
+        rotations = {name: random_orthogonal(m.weight.shape[1], generator) for name, m in layers.items()}
         pairs, skipped = value_output_pairs(adapter, batches[0]) if self.value_output else ({}, {})
         watched = {**{n: (m, "input") for n, m in layers.items()},
                    **{n: (p.value_layer, "output") for n, p in pairs.items()}}
@@ -57,8 +68,12 @@ class Rotation(PTQStage):
                             head_rotation(pair.output_layer.in_features, pair.head_dim, generator))
         for name, layer in layers.items():
             rotation = rotations[name].to(layer.weight.device, layer.weight.dtype)
-            layer.weight.copy_(layer.weight @ rotation)
-            layer.register_forward_pre_hook(_rotate_input(rotation))
+            if isinstance(layer, nn.Conv1d):  # (out, in, taps): each tap's (out, in) matrix times Q
+                layer.weight.copy_(torch.einsum("oit,ij->ojt", layer.weight, rotation))
+            else:
+                layer.weight.copy_(layer.weight @ rotation)
+            layer.register_forward_pre_hook(_rotate_input(rotation, channel_axis=1 if isinstance(layer, nn.Conv1d)
+                                                          else -1))
         after = _peak_ratios(adapter, batches, watched)
         report = {n: {"peak_to_rms": after[n], "peak_to_rms_unrotated": before[n]} for n in layers}
         report.update({n: {"value": p.value, "output": p.output, "peak_to_rms": after[n],
@@ -66,9 +81,10 @@ class Rotation(PTQStage):
         return {"layers": report, "skipped": skipped}
 
 
-def _rotate_input(rotation: torch.Tensor):
+def _rotate_input(rotation: torch.Tensor, channel_axis: int):
     def hook(module, args):
-        return (args[0] @ rotation.to(args[0].dtype),) + tuple(args[1:])
+        x = args[0].movedim(channel_axis, -1) @ rotation.to(args[0].dtype)
+        return (x.movedim(-1, channel_axis),) + tuple(args[1:])
 
     return hook
 
