@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|keywords|keywords_log2|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | keywords | keywords_log2 | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -45,7 +45,18 @@ case $part in
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2"
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=esc calibrator.max_evals=150 "$log2"
     run threads=1 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
-        quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2" ;;
+        quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2"
+    # the convolutions' input channels rotated too (Whisper's conv1 and conv2)
+    conv_rotation="quant=w4a4_g64_token ptq=rotation+gptq +ptq.stages.0.convolutions=true"
+    run threads=1 $conv_rotation calibrator=mse "$log2"
+    run threads=1 $conv_rotation calibrator=esc calibrator.max_evals=150 "$log2" ;;
+  keywords_token)  # per-token W4A4 on the trained keyword models: minmax, MSE and ESC, uniform and log2 probabilities
+    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
+    run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse,minmax seed=0
+    run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse seed=0 "$log2"
+    run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64_token $esc_w2v seed=0,1,2
+    run threads=1 model=ast_kws $kws quant=w4a4_g64_token $esc_kws seed=0,1,2
+    run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse seed=1,2 ;;
   keywords)  # every calibrator x bit width on the trained keyword models; ESC with three seeds
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a8,w8a4,w4a8_g64,w4a4_g64 seed=0 \
         calibrator=minmax,percentile,mse,entropy
