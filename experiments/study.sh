@@ -49,7 +49,9 @@ case $part in
     # the convolutions' input channels rotated too (Whisper's conv1 and conv2)
     conv_rotation="quant=w4a4_g64_token ptq=rotation+gptq +ptq.stages.0.convolutions=true"
     run threads=1 $conv_rotation calibrator=mse "$log2"
-    run threads=1 $conv_rotation calibrator=esc calibrator.max_evals=150 "$log2" ;;
+    run threads=1 $conv_rotation calibrator=esc calibrator.max_evals=150 "$log2"
+    run threads=2 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
+        $conv_rotation calibrator=mse "$log2" ;;
   keywords_token)  # per-token W4A4 on the trained keyword models: minmax, MSE and ESC, uniform and log2 probabilities
     log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse,minmax seed=0
