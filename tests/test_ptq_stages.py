@@ -48,6 +48,13 @@ def test_every_option_builds_and_its_options_are_the_stage_defaults(option):
     assert {"smoothquant+gptq", "rotation+gptq", "gptq", "adaround", "smoothquant", "rotation", "none"} <= set(OPTIONS)
 
 
+def test_a_stage_option_set_on_the_command_line_reaches_the_stage():
+    cfg = compose_run("ptq=rotation+gptq", "+ptq.stages.0.convolutions=true", "quant=w8a8").ptq
+    rotation, _ = build_stages(OmegaConf.to_container(cfg, resolve=True)["stages"])
+    assert rotation.convolutions is True
+    assert build_stages(stages_of("rotation"))[0].convolutions is False
+
+
 def test_a_chain_runs_its_stages_in_order_per_phase():
     calls = []
 

@@ -99,6 +99,16 @@ def test_per_token_w4a4_keeps_attention_and_one_channel_inputs_static_and_the_8_
     assert len(first) == 1 and first[0].bits == 8 and first[0].spec.granularity == "channel"
 
 
+def test_per_token_preset_takes_a_clip_ratio_from_the_command_line():
+    model = build_adapter(OmegaConf.to_container(compose_run("model=ast_tiny").model)).model
+    quant = compose_run("quant=w4a4_g64_token", "quant.activation.clip_ratio=0.9").quant
+    quantize_model(model, Placement.from_config(OmegaConf.to_container(quant, resolve=True)))
+    activations = list(quantizers(model, "activation"))
+    dynamic = [q for q in activations if q.is_dynamic]
+    assert dynamic and all(q.scale.item() == pytest.approx(0.9) for q in dynamic)
+    assert all(q.spec.clip_ratio == 1.0 for q in activations if not q.is_dynamic)  # the static rules reset it
+
+
 def test_per_token_over_one_feature_is_refused_naming_the_quantizer():
     model = build_adapter(OmegaConf.to_container(compose_run("model=wav2vec2_kws_tiny").model)).model
     quant = OmegaConf.to_container(compose_run("quant=w4a4_g64_token").quant, resolve=True)

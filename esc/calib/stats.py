@@ -120,7 +120,7 @@ class TokenClipStats:
         rows = rows[::math.ceil(rows.shape[0] / MAX_TOKENS)]  # evenly spaced tokens: the cost stays bounded
         for i, ratio in enumerate(CANDIDATE_RATIOS.tolist()):
             error = fake_quantize_tokens(rows, ratio, self.bits, self.symmetric, self.name) - rows
-            self.errors[i] += error.double().pow(2).sum()
+            self.errors[i] += error.pow_(2).sum(dtype=torch.float64)  # float64 sum without a float64 copy
         self.count += rows.shape[0]
 
     def best_ratio(self) -> float:

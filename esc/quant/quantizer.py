@@ -191,12 +191,17 @@ class Quantizer(nn.Module):
             return self._fake_quantize_per_group(x, qmin, qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, qmin, qmax)
 
+    def _population_size(self, x: torch.Tensor) -> int:
+        """How many candidates `population` holds; `x`'s batch must be that many batches tiled."""
+        count = self.population[0].shape[0]
+        if x.shape[0] % count:
+            raise RuntimeError(f"quantizer {self.name!r}: a batch of {x.shape[0]} is not {count} "
+                               "candidates' batches tiled (see esc.calib.population)")
+        return count
+
     def _fake_quantize_population(self, x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
         scale, zero_point = self.population
-        if x.shape[0] % scale.shape[0]:
-            raise RuntimeError(f"quantizer {self.name!r}: a batch of {x.shape[0]} is not {scale.shape[0]} "
-                               "candidates' batches tiled (see esc.calib.population)")
-        rows = x.reshape(scale.shape[0], -1)
+        rows = x.reshape(self._population_size(x), -1)
         if self.spec.grid == "log2":
             return fake_quantize_log2(rows, scale, self.spec.bits).reshape(x.shape)
         return fake_quantize_inference(rows, scale, zero_point, qmin, qmax).reshape(x.shape)
@@ -213,12 +218,8 @@ class Quantizer(nn.Module):
         rows = x.movedim(self.axis, -1)  # the batch stays dimension 0, so rows are candidate-major (population)
         flat = rows.reshape(-1, rows.shape[-1])
         ratio = self.scale
-        if self.population is not None:
-            ratio = self.population[0].reshape(-1)
-            if flat.shape[0] % ratio.numel():
-                raise RuntimeError(f"quantizer {self.name!r}: {flat.shape[0]} tokens are not {ratio.numel()} "
-                                   "candidates' batches tiled (see esc.calib.population)")
-            ratio = ratio.repeat_interleave(flat.shape[0] // ratio.numel())
+        if self.population is not None:  # each candidate's ratio for each of its tokens
+            ratio = self.population[0].reshape(-1).repeat_interleave(flat.shape[0] // self._population_size(x))
         out = fake_quantize_tokens(flat, ratio, self.spec.bits, self.spec.symmetric, self.name)
         return out.reshape(rows.shape).movedim(-1, self.axis)
 
