@@ -29,8 +29,10 @@ LOG2_PROBS = {"match": "*.probs_quantizer", "grid": "log2"}  # per-candidate sca
 TOKEN_INPUTS = [{"match": "*.input_quantizer", "granularity": "token", "symmetric": False, "clip_ratio": 0.9},
                 *({"match": f"*{layer}.input_quantizer", "granularity": "tensor", "clip_ratio": 1.0, "optional": True}
                   for layer in ("patch_embeddings.projection", "conv_layers.0.conv"))]
+# Token groups of 12 features: the tiny models' 32 channels make two whole groups and one padded one.
+TOKEN_GROUP_INPUTS = [{**TOKEN_INPUTS[0], "granularity": "group", "group_size": 12}, *TOKEN_INPUTS[1:]]
 PRESETS = {"w8a8_asym": (8, [ASYMMETRIC_INPUTS]), "w4a4": (4, []), "w4a4_log2": (4, [LOG2_PROBS]),
-           "w4a4_token": (4, TOKEN_INPUTS)}
+           "w4a4_token": (4, TOKEN_INPUTS), "w4a4_token_group": (4, TOKEN_GROUP_INPUTS)}
 RTOL = 1e-5  # a larger batch may sum matmuls in another order; on CPU the values came out identical
 
 
@@ -92,7 +94,7 @@ def test_batched_scores_equal_sequential_scores(model_name, preset):
     adapter, fitness, scales = calibrated(model_name, preset)
     if preset == "w8a8_asym":  # the zero points must reach the batched path, not zeros
         assert sum(int(q.zero_point) != 0 for q in scales.quantizers) >= 5
-    if preset == "w4a4_token":  # the clip ratios are searched beside the static attention scales
+    if preset.startswith("w4a4_token"):  # the clip ratios are searched beside the static attention scales
         assert sum(q.is_dynamic for q in scales.quantizers) >= 5
     x = candidates(scales)
     objective = population_objective(fitness, adapter.model, scales)

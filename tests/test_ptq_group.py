@@ -49,8 +49,8 @@ def test_group_scales_match_each_group_and_ragged_rows_are_padded():
 
 
 def test_group_granularity_is_validated():
-    with pytest.raises(ValueError, match="group granularity is for weights"):
-        QuantSpec(8, granularity="group").validated("x", "activation")
+    with pytest.raises(ValueError, match="'x': activation groups of 1 feature"):
+        QuantSpec(8, granularity="group", group_size=1).validated("x", "activation")
     with pytest.raises(ValueError, match="group_size"):
         QuantSpec(4, granularity="group", group_size=0).validated("x", "weight")
     assert Rule.from_dict({"match": "*", "group_size": 64}).overrides == {"group_size": 64}

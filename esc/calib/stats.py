@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from esc.quant.model import quantizers
-from esc.quant.quantizer import Quantizer, fake_quantize_tokens
+from esc.quant.quantizer import Quantizer, dynamic_rows, fake_quantize_tokens
 
 DEFAULT_BINS = 2048  # bins per sign, as TensorRT's entropy calibration uses
 CANDIDATE_RATIOS = torch.linspace(0.4, 1.0, 25)  # per-token clip ratios, in steps of 0.025
@@ -103,7 +103,7 @@ class TokenClipStats:
     """
 
     def __init__(self, quantizer: Quantizer):
-        self.name, self.axis = quantizer.name, quantizer.axis
+        self.name, self.axis, self.group_size = quantizer.name, quantizer.axis, quantizer.dynamic_group_size
         self.bits, self.symmetric = quantizer.spec.bits, quantizer.spec.symmetric
         self.errors = torch.zeros(len(CANDIDATE_RATIOS), dtype=torch.float64)
         self.count = 0
@@ -111,15 +111,15 @@ class TokenClipStats:
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Add one input (tokens along every axis but the quantizer's feature axis); NaN or Inf raises."""
-        rows = x.detach().float().movedim(self.axis, -1).reshape(-1, x.shape[self.axis])
+        rows = dynamic_rows(x.detach().float(), self.axis, self.group_size, self.name)
         if rows.numel() == 0:
             return
         if not torch.isfinite(rows).all():
             raise NonFiniteActivationError(f"quantizer {self.name!r} received NaN or Inf during calibration; "
                                            "check the input audio and the FP model at this layer")
-        rows = rows[::math.ceil(rows.shape[0] / MAX_TOKENS)]  # evenly spaced tokens: the cost stays bounded
+        rows = rows[::math.ceil(rows.shape[0] / MAX_TOKENS)]  # evenly spaced rows (tokens or groups): bounded cost
         for i, ratio in enumerate(CANDIDATE_RATIOS.tolist()):
-            error = fake_quantize_tokens(rows, ratio, self.bits, self.symmetric, self.name) - rows
+            error = fake_quantize_tokens(rows, ratio, self.bits, self.symmetric) - rows
             self.errors[i] += error.pow_(2).sum(dtype=torch.float64)  # float64 sum without a float64 copy
         self.count += rows.shape[0]
 

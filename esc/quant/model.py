@@ -122,7 +122,7 @@ def census(model: nn.Module) -> str:
         else:
             scale = f"scale=[{q.scale.min().item():.3g}..{q.scale.max().item():.3g}] x{q.scale.numel()}"
         state = "" if q.enabled else " off"
-        lines.append(f"{q.name} {q.kind} {q.bits}b {q.spec.grid_label} per-{q.spec.granularity} {scale}{state}")
+        lines.append(f"{q.name} {q.kind} {q.bits}b {q.spec.grid_label} per-{q.spec.granularity_label} {scale}{state}")
     n_weight = sum(1 for _ in quantizers(model, "weight"))
     n_act = sum(1 for _ in quantizers(model, "activation"))
     lines.append(f"{n_weight + n_act} quantizers ({n_weight} weight, {n_act} activation)")

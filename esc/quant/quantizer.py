@@ -37,18 +37,38 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: b
     return scale.clamp_min(1e-12).float(), zero_point
 
 
-def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool, name: str) -> torch.Tensor:
-    """Per-token fake quantization of `rows` (tokens, features): each row's grid covers `ratio` of its range.
-
-    `ratio` is a float, a 0-d tensor or one value per row. Scales come from the input without a gradient; the
-    straight-through gradient passes inside each row's range. A single feature per token is refused, naming the
-    quantizer `name`: every value would get its own scale, i.e. no quantization at all (a one-channel waveform or
-    spectrogram entering a model's first convolution).
-    """
-    if rows.shape[1] == 1:
+def dynamic_rows(x: torch.Tensor, axis: int, group_size: int | None, name: str) -> torch.Tensor:
+    """`x` as rows that share one dynamic scale each: (tokens, features) per token, or with `group_size`
+    (tokens * groups, group_size) per token group, the last group of a token zero-padded (zero lies in every
+    range, so padding changes no scale). `axis` is the feature axis; the batch stays first, so the rows of
+    tiled candidates stay candidate-major (`Quantizer.population`). A single feature per token is refused,
+    naming the quantizer `name`: every value would get its own scale, i.e. no quantization at all (a one-channel
+    waveform or spectrogram entering a model's first convolution)."""
+    features = x.shape[axis]
+    if features == 1:
         raise ValueError(f"quantizer {name!r}: per-token quantization of an input with one feature per token is "
                          "lossless (each value gets its own scale); quantize it per tensor (a placement rule with "
                          "granularity: tensor)")
+    rows = x.movedim(axis, -1).reshape(-1, features)
+    if group_size is None:
+        return rows
+    return nn.functional.pad(rows, (0, -features % group_size)).reshape(-1, group_size)
+
+
+def from_dynamic_rows(rows: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
+    """The inverse of `dynamic_rows`: rows back in the shape of `like`, padding dropped."""
+    moved = like.movedim(axis, -1)
+    features = moved.shape[-1]
+    return rows.reshape(-1, rows.numel() // (moved.numel() // features))[:, :features].reshape(
+        moved.shape).movedim(-1, axis)
+
+
+def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool) -> torch.Tensor:
+    """Dynamic fake quantization of `rows` (from `dynamic_rows`): each row's grid covers `ratio` of its range.
+
+    `ratio` is a float, a 0-d tensor or one value per row. Scales come from the input without a gradient; the
+    straight-through gradient passes inside each row's range.
+    """
     qmin, qmax = integer_range(bits, symmetric)
     with torch.no_grad():
         lo, hi = torch.aminmax(rows, dim=1)
@@ -86,7 +106,8 @@ class Quantizer(nn.Module):
 
     `name` is the quantizer's path in the model (used in messages and placement rules), `kind` is
     "weight" or "activation", `axis` the channel axis of a weight (per-channel) or the feature axis of an
-    activation (per-token: one scale per position, over this axis). Switched off, it returns its input
+    activation (per-token: one scale per position, over this axis; per-group: one per `group_size` features of
+    each position). Switched off, it returns its input
     object unchanged, so a model with every quantizer off computes exactly what the FP model computes.
 
     `population`, set only by `esc.calib.population` while ESC scores P candidates in one forward, holds
@@ -117,8 +138,8 @@ class Quantizer(nn.Module):
 
     @property
     def is_dynamic(self) -> bool:
-        """Per-token quantizers compute their scale from each input and need no calibration."""
-        return self.spec.granularity == "token"
+        """Per-token (and token-group) quantizers compute their scales from each input and need no calibration."""
+        return self.spec.is_dynamic(self.kind)
 
     @property
     def is_calibrated(self) -> bool:
@@ -187,7 +208,7 @@ class Quantizer(nn.Module):
             if torch.is_grad_enabled() and x.requires_grad:
                 return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
             return fake_quantize_inference(x, self.scale, self.zero_point, qmin, qmax)
-        if self.spec.granularity == "group":
+        if self.spec.granularity == "group":  # a weight: activation groups are dynamic (above)
             return self._fake_quantize_per_group(x, qmin, qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, qmin, qmax)
 
@@ -214,14 +235,18 @@ class Quantizer(nn.Module):
         columns = x[0].numel()
         return out.reshape(x.shape[0], -1)[:, :columns].reshape(x.shape)
 
+    @property
+    def dynamic_group_size(self) -> int | None:
+        """The features that share one dynamic scale: None for a whole token, else the group size."""
+        return self.spec.group_size if self.spec.granularity == "group" else None
+
     def _fake_quantize_per_token(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.movedim(self.axis, -1)  # the batch stays dimension 0, so rows are candidate-major (population)
-        flat = rows.reshape(-1, rows.shape[-1])
+        rows = dynamic_rows(x, self.axis, self.dynamic_group_size, self.name)
         ratio = self.scale
-        if self.population is not None:  # each candidate's ratio for each of its tokens
-            ratio = self.population[0].reshape(-1).repeat_interleave(flat.shape[0] // self._population_size(x))
-        out = fake_quantize_tokens(flat, ratio, self.spec.bits, self.spec.symmetric, self.name)
-        return out.reshape(rows.shape).movedim(-1, self.axis)
+        if self.population is not None:  # each candidate's ratio for each of its rows
+            ratio = self.population[0].reshape(-1).repeat_interleave(rows.shape[0] // self._population_size(x))
+        out = fake_quantize_tokens(rows, ratio, self.spec.bits, self.spec.symmetric)
+        return from_dynamic_rows(out, x, self.axis)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Scales are created empty and take their shape at calibration; adopt the saved shape on load.
@@ -235,5 +260,4 @@ class Quantizer(nn.Module):
     def extra_repr(self) -> str:
         s = self.spec
         state = "on" if self.enabled else "off"
-        granularity = f"group{s.group_size}" if s.granularity == "group" else s.granularity
-        return f"{self.kind}, {s.bits} bit, {s.grid_label}, per-{granularity}, {state}"
+        return f"{self.kind}, {s.bits} bit, {s.grid_label}, per-{s.granularity_label}, {state}"
