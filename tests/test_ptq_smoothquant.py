@@ -32,8 +32,8 @@ def outputs(adapter, batches):
 
 
 @pytest.mark.parametrize("stage", [SmoothQuant(alpha=[0.3, 0.6]), SmoothQuant(alpha=0.5), Rotation(),
-                                   Rotation(convolutions=True)],
-                         ids=["smoothquant-search", "smoothquant-fixed", "rotation", "rotation-conv"])
+                                   Rotation(convolutions=True), Rotation(queries_keys=True)],
+                         ids=["smoothquant-search", "smoothquant-fixed", "rotation", "rotation-conv", "rotation-qk"])
 def test_stage_keeps_the_fp_outputs(family, stage):
     adapter = build(family)
     batches = [family.batch(0), family.batch(1)]
@@ -52,6 +52,11 @@ def test_stage_keeps_the_fp_outputs(family, stage):
     # every attention module (Whisper: encoder, decoder self- and cross-attention) gets its value -> output fold
     attentions = {n for n, m in adapter.model.named_modules() if is_attention_module(m)}
     assert attentions and attentions == {n for n, e in report["layers"].items() if "value" in e}
+    if isinstance(stage, Rotation):  # and, only when asked, its query and key fold, found by role
+        for role, names in (("query", ("q_proj", "query")), ("key", ("k_proj", "key"))):
+            entries = {n.removesuffix(f".{role}"): e[role] for n, e in report["layers"].items() if role in e}
+            assert set(entries) == (attentions if stage.queries_keys else set())
+            assert all(layer.rsplit(".", 1)[-1] in names for layer in entries.values())
     block_norms = [n for n, e in report["layers"].items() if ".layers." in n and "value" not in e]
     if family.name in POST_LN and isinstance(stage, SmoothQuant):
         assert "wav2vec2.encoder.layers.0.layer_norm" in report["skipped"]
@@ -103,6 +108,16 @@ def test_rotation_of_convolution_inputs_spreads_an_outlier_channel_and_keeps_the
     one_channel = nn.Sequential(nn.Conv1d(1, 8, 5))  # a waveform: nothing to spread
     assert Rotation(convolutions=True).before_quantize(ModuleAdapter(one_channel),
                                                        [{"input": torch.randn(2, 1, 40)}])["layers"] == {}
+
+
+def test_query_key_rotation_spreads_an_outlier_key_channel():
+    adapter = build(FAMILIES["whisper"])
+    attention = adapter.model.model.encoder.layers[0].self_attn
+    with torch.no_grad():  # one loud key channel (a common pattern of trained attention)
+        attention.k_proj.weight[3] *= 40.0
+    report = Rotation(queries_keys=True).before_quantize(adapter, [FAMILIES["whisper"].batch(0)])["layers"]
+    entry = report["model.encoder.layers.0.self_attn.key"]
+    assert entry["peak_to_rms"] < 0.5 * entry["peak_to_rms_unrotated"]
 
 
 def test_alpha_is_validated():

@@ -49,10 +49,12 @@ def test_every_option_builds_and_its_options_are_the_stage_defaults(option):
 
 
 def test_a_stage_option_set_on_the_command_line_reaches_the_stage():
-    cfg = compose_run("ptq=rotation+gptq", "+ptq.stages.0.convolutions=true", "quant=w8a8").ptq
+    cfg = compose_run("ptq=rotation+gptq", "+ptq.stages.0.convolutions=true", "+ptq.stages.0.queries_keys=true",
+                      "quant=w8a8").ptq
     rotation, _ = build_stages(OmegaConf.to_container(cfg, resolve=True)["stages"])
-    assert rotation.convolutions is True
-    assert build_stages(stages_of("rotation"))[0].convolutions is False
+    assert rotation.convolutions is True and rotation.queries_keys is True
+    default = build_stages(stages_of("rotation"))[0]
+    assert default.convolutions is False and default.queries_keys is False
 
 
 def test_a_chain_runs_its_stages_in_order_per_phase():

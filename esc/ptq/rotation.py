@@ -13,10 +13,14 @@ removes most online rotations but needs LayerNorm-to-RMSNorm conversion) is not 
 
 With `value_output`, each attention's value channels are also rotated offline, head by head (one such Q of
 size head_dim per head, folded into the value projection's rows and bias and the output projection's columns,
-see `esc.ptq.folds`), so the value quantizer and the output projection's input quantizer see spread channels at
+see `esc.ptq.attention_pairs`), so the value quantizer and the output projection's input quantizer see spread channels at
 no online cost. When the output projection is matched too, its online rotation composes on top: the offline
 fold is applied first, so that layer's input becomes (z Q_heads) Q and its weight W Q_heads Q, still exact;
 the value quantizer sees z Q_heads, the output projection's input quantizer the fully mixed channels.
+
+With `queries_keys`, each attention's query and key channels are rotated offline by one shared orthogonal block per
+head (folded into both projections' rows and biases): the scores q k^T are unchanged, and the static query and key
+quantizers see spread channels.
 """
 
 from __future__ import annotations
@@ -29,20 +33,23 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage, tied_parameters
-from esc.ptq.folds import head_rotation, random_orthogonal, rotate_channels, value_output_pairs
+from esc.ptq.attention_pairs import query_key_pairs, rotate_query_key, value_output_pairs
+from esc.ptq.folds import head_rotation, random_orthogonal, rotate_channels
 
 
 class Rotation(PTQStage):
     """Rotate the inputs (and weights) of every Linear whose name matches one of the `match` globs; a weight
     tied to another module (Whisper's output projection) is left alone, since rotating it would change both.
     `value_output`: also rotate every attention's value channels head-wise, offline. `convolutions`: also
-    rotate the input channels of every matched ungrouped Conv1d with more than one of them."""
+    rotate the input channels of every matched ungrouped Conv1d with more than one of them. `queries_keys`: also
+    rotate every attention's query and key channels head-wise, offline."""
 
     name = "rotation"
 
     def __init__(self, match: Sequence[str] = ("*",), value_output: bool = True, convolutions: bool = False,
-                 seed: int = 0):
-        self.match, self.value_output, self.convolutions, self.seed = list(match), value_output, convolutions, seed
+                 queries_keys: bool = False, seed: int = 0):
+        self.match, self.value_output, self.convolutions = list(match), value_output, convolutions
+        self.queries_keys, self.seed = queries_keys, seed
 
     def _rotatable(self, layer: nn.Module) -> bool:
         if isinstance(layer, nn.Linear):
@@ -51,8 +58,9 @@ class Rotation(PTQStage):
 
     @torch.no_grad()
     def before_quantize(self, adapter: ModelAdapter, batches: Sequence[dict]) -> dict:
-        """Rotate every matched Linear and every attention's values; report the max/RMS ratio before and after
-        of each layer's input, and of each attention's values (keyed by the attention module)."""
+        """Rotate every matched Linear and every attention's values (and queries and keys); report the max/RMS
+        ratio before and after of each layer's input, and of each attention's values, queries and keys (keyed by
+        the attention module, suffixed ".query" / ".key" for those)."""
         generator, tied = torch.Generator().manual_seed(self.seed), tied_parameters(adapter.model)
         layers = {name: m for name, m in adapter.model.named_modules()
                   if self._rotatable(m) and m.weight.data_ptr() not in tied
@@ -60,12 +68,17 @@ class Rotation(PTQStage):
         # drawn first, so the online rotations for a seed do not depend on `value_output`
         rotations = {name: random_orthogonal(m.weight.shape[1], generator) for name, m in layers.items()}
         pairs, skipped = value_output_pairs(adapter, batches[0]) if self.value_output else ({}, {})
+        qk_pairs, qk_skipped = query_key_pairs(adapter, batches[0]) if self.queries_keys else ({}, {})
         watched = {**{n: (m, "input") for n, m in layers.items()},
-                   **{n: (p.value_layer, "output") for n, p in pairs.items()}}
+                   **{n: (p.value_layer, "output") for n, p in pairs.items()},
+                   **{f"{n}.query": (p.query_layer, "output") for n, p in qk_pairs.items()},
+                   **{f"{n}.key": (p.key_layer, "output") for n, p in qk_pairs.items()}}
         before = _peak_ratios(adapter, batches, watched)
         for pair in pairs.values():  # before the online rotations, which then compose on top (see above)
             rotate_channels(pair.value_layer, [pair.output_layer],
                             head_rotation(pair.output_layer.in_features, pair.head_dim, generator))
+        for pair in qk_pairs.values():
+            rotate_query_key(pair, generator)
         for name, layer in layers.items():
             rotation = rotations[name].to(layer.weight.device, layer.weight.dtype)
             if isinstance(layer, nn.Conv1d):  # (out, in, taps): each tap's (out, in) matrix times Q
@@ -78,6 +91,11 @@ class Rotation(PTQStage):
         report = {n: {"peak_to_rms": after[n], "peak_to_rms_unrotated": before[n]} for n in layers}
         report.update({n: {"value": p.value, "output": p.output, "peak_to_rms": after[n],
                            "peak_to_rms_unrotated": before[n]} for n, p in pairs.items()})
+        for n, p in qk_pairs.items():
+            report.update({f"{n}.{role}": {role: layer, "peak_to_rms": after[f"{n}.{role}"],
+                                           "peak_to_rms_unrotated": before[f"{n}.{role}"]}
+                           for role, layer in (("query", p.query), ("key", p.key))})
+        skipped.update({f"{n} (queries and keys)": why for n, why in qk_skipped.items()})
         return {"layers": report, "skipped": skipped}
 
 

@@ -9,7 +9,7 @@ post-LN wav2vec2, or a weight shared with an embedding) is detected by trying a 
 
 With `value_output`, the input of each attention's output projection (where real Whisper models have their
 largest outliers) is smoothed the same way, with the value projection in the norm's place: its weight rows and
-bias are divided by s (exact, see `esc.ptq.folds`). The attention's value quantizer then sees smoothed values.
+bias are divided by s (exact, see `esc.ptq.attention_pairs`). The attention's value quantizer then sees smoothed values.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
-from esc.ptq.folds import ValueOutput, fold_is_exact, scale_channels, value_output_pairs
+from esc.ptq.attention_pairs import ValueOutput, value_output_pairs
+from esc.ptq.folds import fold_is_exact, scale_channels
 from esc.quant.quantizer import integer_range
 
 
