@@ -1,10 +1,13 @@
 """Importer of the Asterisk English sounds (esc.data.asterisk)."""
 
+import gzip
+
 import numpy as np
 import pytest
 
-from esc.data.asterisk import DEFAULT_ROOT, find_clips, import_asterisk, word_for
-from esc.data.audio import load_audio
+from esc.data.asterisk import (DEFAULT_ROOT, DEFAULT_TRANSCRIPTS, find_clips, find_prompts, import_asterisk,
+                               spoken_text, word_for)
+from esc.data.audio import load_audio, write_flac
 from esc.data.folders import read_metadata
 
 
@@ -18,6 +21,34 @@ def test_word_from_file_name(category, stem, word):
     assert word_for(category, stem) == word
 
 
+@pytest.mark.parametrize("listed, text", [
+    (" Please hold.\n", "Please hold."),
+    ("Press # when done (simple tone sound plays)", "Press pound when done"),
+    ("press * to toggle pause", "press star to toggle pause"),
+    (" [ascending tones]", None), (" <beep ascending>", None), (" (10 seconds of silence)", None),
+])
+def test_spoken_text_of_a_listed_prompt(listed, text):
+    assert spoken_text(listed) == text
+
+
+def test_prompts_are_the_transcribed_clips_of_at_most_30_seconds(tmp_path):
+    root = tmp_path / "en"
+    (root / "digits").mkdir(parents=True)
+    (root / "followme").mkdir()
+    rate = 8000
+    for name, seconds in (("hello", 1.0), ("digits/1", 0.5), ("followme/sorry", 2.0), ("long-menu", 31.0),
+                          ("beep", 0.2)):
+        write_flac(root / f"{name}.wav", 0.1 * np.sin(np.arange(int(seconds * rate), dtype=np.float32)), rate)
+    transcripts = tmp_path / "core-sounds-en.txt.gz"
+    with gzip.open(transcripts, "wt") as f:
+        f.write("; Core Asterisk Sounds in English\n\nhello: Hello.\ndigits/1: one\nfollowme/sorry: I'm sorry\n"
+                "long-menu: For sales, press one.\nbeep: [a beep]\nmissing: Not recorded.\n")
+    prompts = find_prompts(root, transcripts)
+    assert [(name, text) for _, name, text in prompts] == [("followme/sorry", "I'm sorry"), ("hello", "Hello.")]
+    with pytest.raises(FileNotFoundError, match="asterisk-core-sounds-en"):
+        find_prompts(root, tmp_path / "absent.txt.gz")
+
+
 def test_missing_package_says_how_to_install(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install asterisk-core-sounds-en-wav"):
         find_clips(tmp_path)
@@ -25,7 +56,7 @@ def test_missing_package_says_how_to_install(tmp_path):
 
 @pytest.mark.skipif(not (DEFAULT_ROOT / "digits").is_dir(),
                     reason="asterisk-core-sounds-en-wav is not installed (apt-get install asterisk-core-sounds-en-wav)")
-def test_import_writes_words_and_keywords(tmp_path):
+def test_import_writes_words_keywords_and_prompts(tmp_path):
     paths = import_asterisk(tmp_path)
     words = read_metadata(paths["words"])
     by_category = {c: {r["transcription"] for r in words if r["category"] == c}
@@ -42,3 +73,13 @@ def test_import_writes_words_and_keywords(tmp_path):
     for row in keywords:
         clip = load_audio(paths["keywords"] / row["file_name"], 16000, expected_rate=16000)
         assert clip.shape == (16000,) and np.max(np.abs(clip)) > 0.05
+
+    if not DEFAULT_TRANSCRIPTS.is_file():
+        assert "prompts" not in paths  # the list is under /usr/share/doc, which slim images may drop
+        return
+    prompts = {r["source"]: r for r in read_metadata(paths["prompts"])}
+    assert len(prompts) > 300 and not any(source.startswith(("digits/", "letters/")) for source in prompts)
+    assert prompts["vm-intro.wav"]["transcription"] == (
+        "Please leave your message after the tone. When done hang up or press the pound key.")
+    audio = load_audio(paths["prompts"] / prompts["vm-intro.wav"]["file_name"], 16000, expected_rate=16000)
+    assert 3.0 < audio.size / 16000 < 30.0

@@ -1,12 +1,18 @@
 """Real recorded speech from Debian's asterisk-core-sounds-en-wav, as audiofolder evaluation sets.
 
-The package holds one studio speaker's isolated words at 8 kHz (CC-BY-SA-3.0), labelled by file name. We take the
-spoken numbers (`digits/`), the letters (`letters/`) and the NATO alphabet (`phonetic/`), resample them to 16 kHz
-and write two sets:
+The package holds one studio speaker's recordings at 8 kHz (CC-BY-SA-3.0): isolated words labelled by file name,
+and several hundred read prompts ("Please leave your message after the tone.") whose text the companion package
+asterisk-core-sounds-en lists in `core-sounds-en.txt.gz`. We resample them to 16 kHz and write three sets:
 
-- `<out>/words/evaluation/`: every such clip, column `transcription` (ASR on real speech);
-- `<out>/keywords/evaluation/`: the clips whose word is a Speech Commands keyword (zero ... nine), fitted to one
-  second like the synthetic keywords, column `label` (keyword models on real speech).
+- `<out>/words/evaluation/`: the spoken numbers (`digits/`), letters (`letters/`) and NATO alphabet (`phonetic/`),
+  column `transcription` (ASR on real isolated words);
+- `<out>/keywords/evaluation/`: the words that are Speech Commands keywords (zero ... nine), fitted to one second
+  like the synthetic keywords, column `label` (keyword models on real speech);
+- `<out>/prompts/evaluation/`: every other transcribed prompt of at most 30 s (Whisper's window), column
+  `transcription` (ASR on real read sentences). Notes in the list that are not spoken (`(simple tone sound
+  plays)`) are dropped, tones (`[beep]`, `<beep ascending>`) skipped, and the keypad signs read as words
+  (`*` star, `#` pound). Written only when the transcript list is there (Debian installs it under /usr/share/doc,
+  which slim images may leave out).
 
     python -m esc.data.asterisk --out DIR
 """
@@ -14,7 +20,11 @@ and write two sets:
 from __future__ import annotations
 
 import argparse
+import gzip
+import re
 from pathlib import Path
+
+import soundfile
 
 from esc.data.audio import load_audio, write_flac
 from esc.data.corpus import KEYWORDS, number_to_words
@@ -22,6 +32,8 @@ from esc.data.effects import fit_length, trim_silence
 from esc.data.folders import prepare_split, write_metadata
 
 DEFAULT_ROOT = Path("/usr/share/asterisk/sounds/en")  # a Debian alternatives link to en_US_f_Allison
+DEFAULT_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+MAX_PROMPT_SECONDS = 30.0  # Whisper reads one 30 s window; a longer clip would be cut against its full text
 SOURCE_RATE = 8000
 SAMPLING_RATE = 16000
 KEYWORD_SECONDS = 1.0
@@ -29,6 +41,7 @@ SPEAKER = "asterisk-allison"
 
 # digits/ also holds ordinals, months and weekdays under coded names (h-1, mon-0, day-6); only the plain number
 # words are taken.
+WORD_FOLDERS = ("digits", "letters", "phonetic", "silence")  # the isolated words, and silences: not prompts
 NUMBER_WORDS = ("oh", "hundred", "thousand", "million", "billion")
 NATO = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
         "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
@@ -61,7 +74,7 @@ def find_clips(root: str | Path = DEFAULT_ROOT) -> list[tuple[Path, str, str]]:
         raise FileNotFoundError(
             f"no Asterisk English sounds at {root}; install them with: apt-get install asterisk-core-sounds-en-wav")
     clips = []
-    for category in ("digits", "letters", "phonetic"):
+    for category in WORD_FOLDERS[:3]:
         for path in (root / category).glob("*.wav"):
             word = word_for(category, path.stem)
             if word is not None:
@@ -69,9 +82,42 @@ def find_clips(root: str | Path = DEFAULT_ROOT) -> list[tuple[Path, str, str]]:
     return sorted(clips, key=lambda c: (c[1], c[2]))
 
 
-def import_asterisk(out: str | Path, root: str | Path = DEFAULT_ROOT) -> dict[str, Path]:
-    """Write the `words` and `keywords` evaluation sets under `out`; returns their split folders."""
+def spoken_text(listed: str) -> str | None:
+    """The words a prompt says, from its line in the transcript list; None for tones and silences."""
+    if re.search(r"[\[<]", listed):
+        return None
+    text = re.sub(r"\([^)]*\)", " ", listed).replace("*", " star ").replace("#", " pound ")
+    return " ".join(text.split()) or None
+
+
+def find_prompts(root: str | Path = DEFAULT_ROOT,
+                 transcripts: str | Path = DEFAULT_TRANSCRIPTS) -> list[tuple[Path, str, str]]:
+    """(path, name, text) of every transcribed prompt of at most 30 s outside the word folders, sorted by name.
+
+    Raises FileNotFoundError, naming the package, when the transcript list is not there."""
+    root, transcripts = Path(root), Path(transcripts)
+    if not transcripts.is_file():
+        raise FileNotFoundError(f"no transcript list at {transcripts}; it comes with asterisk-core-sounds-en "
+                                "(apt-get install asterisk-core-sounds-en-wav; keep /usr/share/doc in the image)")
+    prompts = []
+    with gzip.open(transcripts, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            name, colon, listed = line.partition(":")
+            name, text = name.strip(), spoken_text(listed)
+            path = root / f"{name}.wav"
+            if (not colon or line.startswith(";") or text is None or name.split("/")[0] in WORD_FOLDERS
+                    or not path.is_file() or soundfile.info(path).duration > MAX_PROMPT_SECONDS):
+                continue
+            prompts.append((path, name, text))
+    return sorted(prompts, key=lambda p: p[1])
+
+
+def import_asterisk(out: str | Path, root: str | Path = DEFAULT_ROOT,
+                    transcripts: str | Path | None = DEFAULT_TRANSCRIPTS) -> dict[str, Path]:
+    """Write the `words`, `keywords` and (when `transcripts` exists) `prompts` evaluation sets under `out`;
+    returns their split folders."""
     clips = find_clips(root)
+    prompts = find_prompts(root, transcripts) if transcripts and Path(transcripts).is_file() else []
     words_dir = prepare_split(Path(out) / "words" / "evaluation")
     keywords_dir = prepare_split(Path(out) / "keywords" / "evaluation")
     word_rows, keyword_rows = [], []
@@ -88,7 +134,17 @@ def import_asterisk(out: str | Path, root: str | Path = DEFAULT_ROOT) -> dict[st
             keyword_rows.append({"file_name": f"{word}.flac", "label": word, "voice": SPEAKER, "source": source})
     write_metadata(words_dir, word_rows)
     write_metadata(keywords_dir, keyword_rows)
-    return {"words": words_dir, "keywords": keywords_dir}
+    paths = {"words": words_dir, "keywords": keywords_dir}
+    if prompts:
+        paths["prompts"] = prepare_split(Path(out) / "prompts" / "evaluation")
+        rows = []
+        for path, name, text in prompts:
+            file_name = f"{name.replace('/', '_')}.flac"
+            write_flac(paths["prompts"] / file_name, load_audio(path, SAMPLING_RATE, expected_rate=SOURCE_RATE),
+                       SAMPLING_RATE)
+            rows.append({"file_name": file_name, "transcription": text, "voice": SPEAKER, "source": f"{name}.wav"})
+        write_metadata(paths["prompts"], rows)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,9 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m esc.data.asterisk", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="new folder for words/ and keywords/")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the package's English sounds folder")
+    parser.add_argument("--transcripts", type=Path, default=DEFAULT_TRANSCRIPTS,
+                        help="the prompts' transcript list (core-sounds-en.txt.gz); without it no prompts/ set")
     args = parser.parse_args(argv)
+    if not args.transcripts.is_file():
+        print(f"note: no transcript list at {args.transcripts}: writing words/ and keywords/ only")
     try:
-        paths = import_asterisk(args.out, args.root)
+        paths = import_asterisk(args.out, args.root, args.transcripts)
     except (FileNotFoundError, FileExistsError) as err:
         parser.exit(1, f"error: {err}\n")
     for name, path in paths.items():
