@@ -75,6 +75,20 @@ def test_saved_scales_rebuild_the_quantized_model(ast_run):
     assert again.fidelity_kl > 0  # the quantizers are on: outputs differ from FP
 
 
+def test_saved_scales_reproduce_a_run_after_its_ptq_stages(tmp_path):
+    # one calibration reused on another evaluation: the stages run again (same data and seed, so the same
+    # weights) and the scales are loaded; results equal the original run's, without a statistics pass
+    base = ("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
+            "dataset.calibration_size=3", "quant=w4a8_g64", "ptq=rotation+gptq", "logger=csv")
+    first = run_experiment(compose_run(*base, "calibrator=mse", f"out_dir={tmp_path / 'a'}"), tmp_path / "a" / "run")
+    again = run_experiment(compose_run(*base, "calibrator=saved", f"calibrator.path={tmp_path / 'a/run/scales.pt'}",
+                                       f"out_dir={tmp_path / 'b'}"), tmp_path / "b" / "run")
+    assert again["calibrator"] == "saved" and again["quantized"] == first["quantized"]
+    assert again["fidelity_kl"] == pytest.approx(first["fidelity_kl"], rel=1e-6) and first["fidelity_kl"] > 0
+    predictions = [json.loads((tmp_path / d / "run" / "predictions.json").read_text())["quantized"] for d in "ab"]
+    assert predictions[0] == predictions[1]
+
+
 def test_finished_run_is_skipped(ast_run, caplog):
     cfg, run_dir, _ = ast_run
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}

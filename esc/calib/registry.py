@@ -8,9 +8,11 @@ from esc.calib.esc import ESCCalibrator
 from esc.calib.minmax import MinMaxCalibrator
 from esc.calib.mse import MSECalibrator
 from esc.calib.percentile import PercentileCalibrator
+from esc.calib.saved import SavedScalesCalibrator
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
-    c.name: c for c in (MinMaxCalibrator, PercentileCalibrator, MSECalibrator, EntropyCalibrator, ESCCalibrator)
+    c.name: c for c in (MinMaxCalibrator, PercentileCalibrator, MSECalibrator, EntropyCalibrator, ESCCalibrator,
+                      SavedScalesCalibrator)
 }
 
 
