@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -52,6 +52,14 @@ case $part in
     run threads=1 $conv_rotation calibrator=esc calibrator.max_evals=150 "$log2"
     run threads=2 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
         $conv_rotation calibrator=mse "$log2" ;;
+  whisper_w4a4_tokengroup)  # W4A4 with 4-bit inputs in groups of 64 features per token, after rotation+GPTQ with
+    # rotated convolutions (and queries and keys), log2 probabilities; MSE on the generated sentences and the bundled set
+    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
+    chain="quant=w4a4_g64_tokengroup ptq=rotation+gptq +ptq.stages.0.convolutions=true"
+    sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
+    run threads=1 $sents $chain calibrator=mse "$log2"
+    run threads=1 $sents $chain +ptq.stages.0.queries_keys=true calibrator=mse "$log2"
+    run threads=1 $chain +ptq.stages.0.queries_keys=true calibrator=mse "$log2" ;;
   keywords_token)  # per-token W4A4 on the trained keyword models: minmax, MSE and ESC, uniform and log2 probabilities
     log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse,minmax seed=0

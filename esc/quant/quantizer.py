@@ -59,8 +59,8 @@ def from_dynamic_rows(rows: torch.Tensor, like: torch.Tensor, axis: int) -> torc
     """The inverse of `dynamic_rows`: rows back in the shape of `like`, padding dropped."""
     moved = like.movedim(axis, -1)
     features = moved.shape[-1]
-    return rows.reshape(-1, rows.numel() // (moved.numel() // features))[:, :features].reshape(
-        moved.shape).movedim(-1, axis)
+    padded = features + -features % rows.shape[1]  # rows are whole tokens, or groups of a zero-padded token
+    return rows.reshape(-1, padded)[:, :features].reshape(moved.shape).movedim(-1, axis)
 
 
 def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool) -> torch.Tensor:

@@ -19,8 +19,9 @@ class QuantSpec:
     activation one dynamic scale per `group_size` consecutive features of each token (as "token", but finer: the
     group-wise activations of Atom and of the MX/NVFP4 formats).
     Grid "log2" (per-tensor, non-negative activations: `symmetric: false`) puts the levels at powers of two below
-    the scale (`esc.quant.log2_grid`), for softmax probabilities. `clip_ratio` (per-token only) is the starting
-    fraction of each token's (or token group's) range the grid covers; ESC searches it per quantizer.
+    the scale (`esc.quant.log2_grid`), for softmax probabilities. `clip_ratio` (dynamic activations only: per
+    token or token group) is the starting fraction of each token's (or group's) range the grid covers; ESC
+    searches it per quantizer.
     """
 
     bits: int = 8
