@@ -6,13 +6,15 @@
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
-# generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`).
+# generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`), and the real
+# Asterisk prompts (PROMPTS, the prompts/ folder of `python -m esc.data.asterisk --out DIR`).
 set -euo pipefail
 part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
 SENTENCES=${SENTENCES:-/work/gen/sentences400}
+PROMPTS=${PROMPTS:-/work/gen/asterisk/prompts}
 run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
 kws_data="dataset=folder dataset.path=$KEYWORDS dataset.batch_size=16"
 kws="$kws_data dataset.calibration_size=128"
@@ -52,14 +54,31 @@ case $part in
     run threads=1 $conv_rotation calibrator=esc calibrator.max_evals=150 "$log2"
     run threads=2 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
         $conv_rotation calibrator=mse "$log2" ;;
-  whisper_w4a4_tokengroup)  # W4A4 with 4-bit inputs in groups of 64 features per token, after rotation+GPTQ with
-    # rotated convolutions (and queries and keys), log2 probabilities; MSE on the generated sentences and the bundled set
+  whisper_w4a4_tokengroup)  # W4A4 with 4-bit inputs in groups of 64 features per token after rotation+GPTQ, log2
+    # probabilities, calibrated on the generated calibration sentences; evaluated on the generated sentences, on the
+    # real Asterisk prompts (PROMPTS, from `python -m esc.data.asterisk`) and on the bundled set. One ESC search (on
+    # the prompts run) is evaluated on the other two with calibrator=saved, as is the prompts run's MSE on the bundled set.
     log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
-    chain="quant=w4a4_g64_tokengroup ptq=rotation+gptq +ptq.stages.0.convolutions=true"
+    conv="ptq=rotation+gptq +ptq.stages.0.convolutions=true"
+    chain="quant=w4a4_g64_tokengroup $conv +ptq.stages.0.queries_keys=true"
     sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
+    cal="dataset.calibration_split=$SENTENCES/calibration dataset.calibration_size=null"
+    run threads=1 $sents quant=w4a4_g64_tokengroup $conv calibrator=mse "$log2"
+    run threads=1 $sents quant=w4a4_g64_token $conv +ptq.stages.0.queries_keys=true calibrator=mse "$log2"
     run threads=1 $sents $chain calibrator=mse "$log2"
-    run threads=1 $sents $chain +ptq.stages.0.queries_keys=true calibrator=mse "$log2"
-    run threads=1 $chain +ptq.stages.0.queries_keys=true calibrator=mse "$log2" ;;
+    run threads=1 $sents $chain calibrator=mse \
+        'model.rules=[{match:"*.probs_quantizer",grid:log2},{match:"*.value_quantizer",granularity:token,symmetric:false}]'
+    run threads=1 $chain calibrator=mse "$log2"  # bundled, on its own 16 calibration clips
+    # the prompts runs in their own folder (their dataset is "folder" too), so their scales files can be found
+    prompts="python -m esc.run -m logger=csv out_dir=$out/prompts dataset=folder dataset.path=$PROMPTS"
+    $prompts threads=1 $cal $chain "$log2" calibrator=mse
+    $prompts threads=1 $cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
+        calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
+        calibrator.max_evals=120 seed=0
+    esc_scales=$(find "$out/prompts" -path "*/esc/*" -name scales.pt | head -1)
+    mse_scales=$(find "$out/prompts" -path "*/mse/*" -name scales.pt | head -1)
+    run threads=1 $sents $chain "$log2" calibrator=saved calibrator.path="$esc_scales"
+    run threads=1 $cal $chain "$log2" calibrator=saved calibrator.path="$esc_scales","$mse_scales" ;;
   keywords_token)  # per-token W4A4 on the trained keyword models: minmax, MSE and ESC, uniform and log2 probabilities
     log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse,minmax seed=0
