@@ -68,7 +68,10 @@ case $part in
     run threads=1 $sents $chain calibrator=mse "$log2"
     run threads=1 $sents $chain calibrator=mse \
         'model.rules=[{match:"*.probs_quantizer",grid:log2},{match:"*.value_quantizer",granularity:token,symmetric:false}]'
-    run threads=1 $chain calibrator=mse "$log2"  # bundled, on its own 16 calibration clips
+    run threads=1 $chain calibrator=mse "$log2"  # bundled, on its own 16 calibration clips; other stages there:
+    run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=none,gptq,smoothquant+gptq
+    run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=rotation ptq.stages.0.convolutions=true \
+        ptq.stages.0.queries_keys=true
     # the prompts runs in their own folder (their dataset is "folder" too), so their scales files can be found
     prompts="python -m esc.run -m logger=csv out_dir=$out/prompts dataset=folder dataset.path=$PROMPTS"
     $prompts threads=1 $cal $chain "$log2" calibrator=mse
