@@ -29,6 +29,31 @@ from esc.ptq.folds import fold_is_exact, head_rotation, module_output, rotate_ch
 from esc.quant.attention import is_attention_module
 
 
+class AttentionTrace:
+    """What the pair finders need of one model on one batch, traced once and shared: the attention modules, the
+    Linear layers, which of them each attention runs (in the order of their first call), and each attention's
+    output before any fold (computed when first asked for: a partial forward per module)."""
+
+    def __init__(self, adapter: ModelAdapter, batch: dict):
+        self.adapter, self.batch = adapter, batch
+        model = adapter.model
+        self.attentions = {name: m for name, m in model.named_modules() if is_attention_module(m)}
+        self.linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.calls = _linear_calls(adapter, batch, self.attentions, self.linears)
+        self._tied, self._references = tied_parameters(model), {}
+
+    def foldable(self, layer: nn.Linear) -> bool:
+        """Whether a fold may rewrite the layer's weight: a plain parameter, not tied to another module."""
+        return isinstance(layer.weight, nn.Parameter) and layer.weight.data_ptr() not in self._tied
+
+    def fold_is_exact(self, name: str, params, fold) -> bool:
+        """Whether `fold()` keeps attention `name`'s output equal to its traced one (`esc.ptq.folds.fold_is_exact`)."""
+        output = partial(module_output, self.adapter, self.batch, self.attentions[name])
+        if name not in self._references:
+            self._references[name] = output()
+        return fold_is_exact(output, self._references[name], params, fold)
+
+
 @dataclass(frozen=True)
 class ValueOutput:
     """An attention module's value projection and the output projection reading its heads' outputs."""
@@ -41,7 +66,7 @@ class ValueOutput:
 
 
 @torch.no_grad()
-def value_output_pairs(adapter: ModelAdapter, batch: dict) -> tuple[dict[str, ValueOutput], dict[str, str]]:
+def value_output_pairs(trace: AttentionTrace) -> tuple[dict[str, ValueOutput], dict[str, str]]:
     """The value -> output projection pair of every attention module, by the module's name, and the modules
     skipped with the reason.
 
@@ -49,27 +74,23 @@ def value_output_pairs(adapter: ModelAdapter, batch: dict) -> tuple[dict[str, Va
     the one among the earlier ones (tried from the latest) for which a random per-channel factor and a random
     per-head rotation folded into the pair leave the output unchanged (a query or key projection would not).
     """
-    attentions, linears, calls, foldable = _traced(adapter, batch)
     pairs, skipped = {}, {}
-    for name, attention in attentions.items():
-        called = calls.get(name, [])
+    for name, attention in trace.attentions.items():
+        called = trace.calls.get(name, [])
         if not called:
             skipped[name] = "no Linear layer runs inside it"
             continue
-        output, head_dim = linears[called[-1]], getattr(attention, "head_dim", None)
-        if not foldable(output):
+        output, head_dim = trace.linears[called[-1]], getattr(attention, "head_dim", None)
+        if not trace.foldable(output):
             skipped[name] = "the output projection's weight is tied or parametrized"
             continue
         if not isinstance(head_dim, int) or output.in_features % head_dim:
             skipped[name] = "no head_dim that divides the output projection's input channels"
             continue
-        attention_output = partial(module_output, adapter, batch, attention)
-        reference = attention_output()
         for value in reversed(called[:-1]):
-            layer = linears[value]
-            if layer.out_features == output.in_features and foldable(layer) and fold_is_exact(
-                    attention_output, reference, [layer.weight, layer.bias, output.weight],
-                    partial(_random_fold, layer, output, head_dim)):
+            layer = trace.linears[value]
+            if layer.out_features == output.in_features and trace.foldable(layer) and trace.fold_is_exact(
+                    name, [layer.weight, layer.bias, output.weight], partial(_random_fold, layer, output, head_dim)):
                 pairs[name] = ValueOutput(value, layer, called[-1], output, head_dim)
                 break
         else:
@@ -89,25 +110,22 @@ class QueryKey:
 
 
 @torch.no_grad()
-def query_key_pairs(adapter: ModelAdapter, batch: dict) -> tuple[dict[str, QueryKey], dict[str, str]]:
+def query_key_pairs(trace: AttentionTrace) -> tuple[dict[str, QueryKey], dict[str, str]]:
     """The query and key projections of every attention module, by the module's name, and the modules skipped
     with the reason: the first two Linear layers run inside it (output projection excluded) for which one random
     per-head rotation of both leaves the module's output unchanged (a value projection's would not)."""
-    attentions, linears, calls, foldable = _traced(adapter, batch)
     pairs, skipped = {}, {}
-    for name, attention in attentions.items():
-        head_dim, inner = getattr(attention, "head_dim", None), calls.get(name, [])[:-1]
-        candidates = [(a, b) for i, a in enumerate(inner) for b in inner[i + 1:]
-                      if linears[a].out_features == linears[b].out_features
-                      and isinstance(head_dim, int) and linears[a].out_features % head_dim == 0
-                      and foldable(linears[a]) and foldable(linears[b])]
-        attention_output = partial(module_output, adapter, batch, attention)
-        reference = attention_output() if candidates else None
-        for a, b in candidates:
-            query, key = linears[a], linears[b]
-            if fold_is_exact(attention_output, reference, [query.weight, query.bias, key.weight, key.bias],
-                             partial(_rotate_pair, query, key, head_dim, torch.Generator().manual_seed(0))):
-                pairs[name] = QueryKey(a, query, b, key, head_dim)
+    for name, attention in trace.attentions.items():
+        head_dim, inner = getattr(attention, "head_dim", None), trace.calls.get(name, [])[:-1]
+        candidates = [QueryKey(a, trace.linears[a], b, trace.linears[b], head_dim)
+                      for i, a in enumerate(inner) for b in inner[i + 1:]
+                      if trace.linears[a].out_features == trace.linears[b].out_features
+                      and isinstance(head_dim, int) and trace.linears[a].out_features % head_dim == 0
+                      and trace.foldable(trace.linears[a]) and trace.foldable(trace.linears[b])]
+        for pair in candidates:
+            params = [pair.query_layer.weight, pair.query_layer.bias, pair.key_layer.weight, pair.key_layer.bias]
+            if trace.fold_is_exact(name, params, partial(rotate_query_key, pair, torch.Generator().manual_seed(0))):
+                pairs[name] = pair
                 break
         else:
             skipped[name] = "no pair of projections whose joint per-head rotation is exact"
@@ -116,27 +134,9 @@ def query_key_pairs(adapter: ModelAdapter, batch: dict) -> tuple[dict[str, Query
 
 def rotate_query_key(pair: QueryKey, generator: torch.Generator) -> None:
     """Rotate the pair's query and key channels by one random orthogonal block per head (offline, exact)."""
-    _rotate_pair(pair.query_layer, pair.key_layer, pair.head_dim, generator)
-
-
-def _rotate_pair(query: nn.Linear, key: nn.Linear, head_dim: int, generator: torch.Generator) -> None:
-    rotation = head_rotation(query.out_features, head_dim, generator)
-    rotate_channels(query, [], rotation)
-    rotate_channels(key, [], rotation)
-
-
-def _traced(adapter: ModelAdapter, batch: dict):
-    # the attention modules, the Linear layers, which of them each attention runs (in order), and whether a
-    # layer's weight can take a fold (a plain parameter, not tied to another module)
-    model = adapter.model
-    attentions = {name: m for name, m in model.named_modules() if is_attention_module(m)}
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    tied = tied_parameters(model)
-
-    def foldable(layer: nn.Linear) -> bool:
-        return isinstance(layer.weight, nn.Parameter) and layer.weight.data_ptr() not in tied
-
-    return attentions, linears, _linear_calls(adapter, batch, attentions, linears), foldable
+    rotation = head_rotation(pair.query_layer.out_features, pair.head_dim, generator)
+    rotate_channels(pair.query_layer, [], rotation)
+    rotate_channels(pair.key_layer, [], rotation)
 
 
 def _linear_calls(adapter: ModelAdapter, batch: dict, attentions: dict[str, nn.Module],

@@ -13,8 +13,8 @@ removes most online rotations but needs LayerNorm-to-RMSNorm conversion) is not 
 
 With `value_output`, each attention's value channels are also rotated offline, head by head (one such Q of
 size head_dim per head, folded into the value projection's rows and bias and the output projection's columns,
-see `esc.ptq.attention_pairs`), so the value quantizer and the output projection's input quantizer see spread channels at
-no online cost. When the output projection is matched too, its online rotation composes on top: the offline
+see `esc.ptq.attention_pairs`), so the value quantizer and the output projection's input quantizer see spread
+channels at no online cost. When the output projection is matched too, its online rotation composes on top: the offline
 fold is applied first, so that layer's input becomes (z Q_heads) Q and its weight W Q_heads Q, still exact;
 the value quantizer sees z Q_heads, the output projection's input quantizer the fully mixed channels.
 
@@ -33,7 +33,7 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage, tied_parameters
-from esc.ptq.attention_pairs import query_key_pairs, rotate_query_key, value_output_pairs
+from esc.ptq.attention_pairs import AttentionTrace, query_key_pairs, rotate_query_key, value_output_pairs
 from esc.ptq.folds import head_rotation, random_orthogonal, rotate_channels
 
 
@@ -67,8 +67,9 @@ class Rotation(PTQStage):
                   and any(fnmatch.fnmatchcase(name, g) for g in self.match)}
         # drawn first, so the online rotations for a seed do not depend on `value_output`
         rotations = {name: random_orthogonal(m.weight.shape[1], generator) for name, m in layers.items()}
-        pairs, skipped = value_output_pairs(adapter, batches[0]) if self.value_output else ({}, {})
-        qk_pairs, qk_skipped = query_key_pairs(adapter, batches[0]) if self.queries_keys else ({}, {})
+        trace = AttentionTrace(adapter, batches[0]) if self.value_output or self.queries_keys else None
+        pairs, skipped = value_output_pairs(trace) if self.value_output else ({}, {})
+        qk_pairs, qk_skipped = query_key_pairs(trace) if self.queries_keys else ({}, {})
         watched = {**{n: (m, "input") for n, m in layers.items()},
                    **{n: (p.value_layer, "output") for n, p in pairs.items()},
                    **{f"{n}.query": (p.query_layer, "output") for n, p in qk_pairs.items()},

@@ -22,7 +22,7 @@ from torch import nn
 
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
-from esc.ptq.attention_pairs import ValueOutput, value_output_pairs
+from esc.ptq.attention_pairs import AttentionTrace, ValueOutput, value_output_pairs
 from esc.ptq.folds import fold_is_exact, scale_channels
 from esc.quant.quantizer import integer_range
 
@@ -70,7 +70,7 @@ class SmoothQuant(PTQStage):
         """Trace norm -> Linear and value -> output pairs on the batches, then smooth each whose fold is exact.
         Report entries are keyed by the norm, or by the attention module (with its `value` projection)."""
         reference = adapter.forward(batches[0])
-        pairs, skipped = value_output_pairs(adapter, batches[0]) if self.value_output else ({}, {})
+        pairs, skipped = value_output_pairs(AttentionTrace(adapter, batches[0])) if self.value_output else ({}, {})
         layers = {}
         for name, group in self._trace(adapter, batches, pairs).items():
             # value -> output pairs were checked when found; a norm is checked here, on the task output
