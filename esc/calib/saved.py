@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from esc.calib.base import Calibrator, ForwardLoop
@@ -36,10 +35,9 @@ class SavedScalesCalibrator(Calibrator):
     def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> dict:
         """Calibrate the weights, then load the file; every enabled activation quantizer must be in it."""
         calibrate_weights(model, self.weight_method)
-        saved = torch.load(self.path, weights_only=True)
+        saved = load_scales(model, self.path)
         missing = [q.name for q in quantizers(model, "activation") if q.enabled and q.name not in saved]
         if missing:
             raise ValueError(f"{self.path}: no scales for {len(missing)} activation quantizer(s) of this model, "
                              f"e.g. {missing[:3]}: was it written with the same model and quant preset?")
-        load_scales(model, self.path)
         return {}

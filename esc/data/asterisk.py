@@ -39,9 +39,11 @@ SAMPLING_RATE = 16000
 KEYWORD_SECONDS = 1.0
 SPEAKER = "asterisk-allison"
 
+WORD_FOLDERS = ("digits", "letters", "phonetic")
+NOT_PROMPTS = (*WORD_FOLDERS, "silence")  # the isolated words, and timed silences
+
 # digits/ also holds ordinals, months and weekdays under coded names (h-1, mon-0, day-6); only the plain number
 # words are taken.
-WORD_FOLDERS = ("digits", "letters", "phonetic", "silence")  # the isolated words, and silences: not prompts
 NUMBER_WORDS = ("oh", "hundred", "thousand", "million", "billion")
 NATO = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
         "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
@@ -74,7 +76,7 @@ def find_clips(root: str | Path = DEFAULT_ROOT) -> list[tuple[Path, str, str]]:
         raise FileNotFoundError(
             f"no Asterisk English sounds at {root}; install them with: apt-get install asterisk-core-sounds-en-wav")
     clips = []
-    for category in WORD_FOLDERS[:3]:
+    for category in WORD_FOLDERS:
         for path in (root / category).glob("*.wav"):
             word = word_for(category, path.stem)
             if word is not None:
@@ -105,7 +107,7 @@ def find_prompts(root: str | Path = DEFAULT_ROOT,
             name, colon, listed = line.partition(":")
             name, text = name.strip(), spoken_text(listed)
             path = root / f"{name}.wav"
-            if (not colon or line.startswith(";") or text is None or name.split("/")[0] in WORD_FOLDERS
+            if (not colon or line.startswith(";") or text is None or name.split("/")[0] in NOT_PROMPTS
                     or not path.is_file() or soundfile.info(path).duration > MAX_PROMPT_SECONDS):
                 continue
             prompts.append((path, name, text))

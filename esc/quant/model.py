@@ -146,8 +146,9 @@ def save_scales(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def load_scales(model: nn.Module, path: str | Path) -> None:
-    """Load scales saved by `save_scales` into a model quantized with the same placement."""
+def load_scales(model: nn.Module, path: str | Path) -> set[str]:
+    """Load scales saved by `save_scales` into a model quantized with the same placement; return the names of
+    the quantizers the file held."""
     saved = torch.load(Path(path), weights_only=True)
     by_name = {q.name: q for q in quantizers(model)}
     missing = sorted(set(saved) - set(by_name))
@@ -160,3 +161,4 @@ def load_scales(model: nn.Module, path: str | Path) -> None:
         if grid != by_name[name].spec.grid:
             raise ValueError(f"{path}: {name} was calibrated on a {grid} grid, model has {by_name[name].spec.grid}")
         by_name[name].set_qparams(entry["scale"], entry["zero_point"])
+    return set(saved)
