@@ -51,6 +51,12 @@ def test_the_feature_axis_can_be_the_channels_of_a_convolution_input():
     torch.testing.assert_close(grouped(16, axis=1)(x), expected)
 
 
+@pytest.mark.parametrize("make", [per_token, lambda: grouped(64)], ids=["token", "group"])
+def test_an_input_without_tokens_passes_through_in_its_shape(make):
+    empty = torch.empty(2, 0, 80)  # a batch of empty sequences
+    assert make()(empty).shape == (2, 0, 80)
+
+
 def test_groups_cost_less_than_whole_tokens_when_channels_differ_in_scale():
     # a few loud channels set each token's range; groups keep them from coarsening the grid of the quiet ones:
     # the loud group keeps its coarse grid, the other five of six get fine ones (about a sixth of the error)

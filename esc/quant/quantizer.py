@@ -69,6 +69,8 @@ def fake_quantize_tokens(rows: torch.Tensor, ratio, bits: int, symmetric: bool) 
     `ratio` is a float, a 0-d tensor or one value per row. Scales come from the input without a gradient; the
     straight-through gradient passes inside each row's range.
     """
+    if rows.shape[0] == 0:  # no tokens (an empty sequence): nothing to quantize, and no range to take
+        return rows
     qmin, qmax = integer_range(bits, symmetric)
     with torch.no_grad():
         lo, hi = torch.aminmax(rows, dim=1)
