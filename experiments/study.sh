@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_esc|whisper_sentences|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
@@ -9,7 +9,7 @@
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`), and the real
 # Asterisk prompts (PROMPTS, the prompts/ folder of `python -m esc.data.asterisk --out DIR`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_esc | whisper_sentences | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -22,11 +22,24 @@ esc_kws="calibrator=esc calibrator.validation_batches=2 calibrator.population_ba
 # wav2vec2: one forward per candidate (batching the population is slower for it) and 600 evaluations (49 scales:
 # at 150, about 8 generations, the search barely left its start: W8A4 fidelity 0.905 +- 0.094 against 0.804 +- 0.032)
 esc_w2v="calibrator=esc calibrator.validation_batches=2 calibrator.max_evals=600"
+log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
+sentence_cal="dataset.calibration_split=$SENTENCES/calibration dataset.calibration_size=null"
 
 case $part in
   whisper_ptq)  # PTQ stages x {W4A8, W4A4} with the MSE calibrator on the real Whisper tiny.en
     run threads=2 quant=w4a8_g64,w4a4_g64 calibrator=mse \
         ptq=none,gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq ;;
+  whisper_stage_table)  # Whisper tiny.en (bundled data): every stage at W4A8 with ESC (its budget-0 point is the MSE
+    # calibrator on the same data and stage), and the stages not in whisper_w4a4_tokengroup at W4A4 with token groups
+    run threads=1 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 'budget_curve=[0]' \
+        ptq=none,gptq,smoothquant,smoothquant+gptq,rotation,adaround
+    run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=smoothquant,adaround ;;
+  whisper_prompts)  # the W8A8 scales of every calibrator of a whisper_sentences run (its OUT: third argument), each
+    # evaluated on the real Asterisk prompts (no new calibration: calibrator=saved)
+    for scales in $(find "${3:?the OUT folder of whisper_sentences}" -path "*/whisper_tiny_en/folder/w8a8/*" -name scales.pt | sort); do
+      python -m esc.run -m logger=csv out_dir="$out/prompts" threads=1 dataset=folder dataset.path="$PROMPTS" \
+          $sentence_cal quant=w8a8 calibrator=saved calibrator.path="$scales"
+    done ;;
   whisper_esc)  # ESC on the real Whisper tiny.en: 52 calibration clips (10 windows), validation on the last batch
     run threads=2 dataset.calibration_split="$WHISPER_CAL" dataset.calibration_size=null \
         calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1 \
@@ -42,7 +55,6 @@ case $part in
         calibrator.max_evals=120 seed=0,1,2 ;;
   whisper_w4a4_token)  # W4A4 with per-token Linear/Conv inputs after rotation+GPTQ: uniform against log2 softmax
     # probabilities (bundled data, MSE; ESC with log2), then MSE with log2 on the generated sentences
-    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2"
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=esc calibrator.max_evals=150 "$log2"
@@ -58,11 +70,9 @@ case $part in
     # probabilities, calibrated on the generated calibration sentences; evaluated on the generated sentences, on the
     # real Asterisk prompts (PROMPTS, from `python -m esc.data.asterisk`) and on the bundled set. One ESC search (on
     # the prompts run) is evaluated on the other two with calibrator=saved, as is the prompts run's MSE on the bundled set.
-    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     conv="ptq=rotation+gptq +ptq.stages.0.convolutions=true"
     chain="quant=w4a4_g64_tokengroup $conv +ptq.stages.0.queries_keys=true"
     sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
-    cal="dataset.calibration_split=$SENTENCES/calibration dataset.calibration_size=null"
     run threads=1 $sents quant=w4a4_g64_tokengroup $conv calibrator=mse "$log2"
     run threads=1 $sents quant=w4a4_g64_token $conv +ptq.stages.0.queries_keys=true calibrator=mse "$log2"
     run threads=1 $sents $chain calibrator=mse "$log2"
@@ -74,16 +84,15 @@ case $part in
         ptq.stages.0.queries_keys=true
     # the prompts runs in their own folder (their dataset is "folder" too), so their scales files can be found
     prompts="python -m esc.run -m logger=csv out_dir=$out/prompts dataset=folder dataset.path=$PROMPTS"
-    $prompts threads=1 $cal $chain "$log2" calibrator=mse
-    $prompts threads=1 $cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
+    $prompts threads=1 $sentence_cal $chain "$log2" calibrator=mse
+    $prompts threads=1 $sentence_cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
         calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
         calibrator.max_evals=120 seed=0
     esc_scales=$(find "$out/prompts" -path "*/esc/*" -name scales.pt | head -1)
     mse_scales=$(find "$out/prompts" -path "*/mse/*" -name scales.pt | head -1)
     run threads=1 $sents $chain "$log2" calibrator=saved calibrator.path="$esc_scales"
-    run threads=1 $cal $chain "$log2" calibrator=saved calibrator.path="$esc_scales","$mse_scales" ;;
+    run threads=1 $sentence_cal $chain "$log2" calibrator=saved calibrator.path="$esc_scales","$mse_scales" ;;
   keywords_token)  # per-token W4A4 on the trained keyword models: minmax, MSE and ESC, uniform and log2 probabilities
-    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse,minmax seed=0
     run threads=1 model=wav2vec2_kws,ast_kws $kws quant=w4a4_g64_token calibrator=mse seed=0 "$log2"
     run threads=1 model=wav2vec2_kws $kws quant=w4a4_g64_token $esc_w2v seed=0,1,2
@@ -98,7 +107,6 @@ case $part in
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=3,4 $esc_w2v
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=1,2,3,4 calibrator=mse ;;
   keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
-    log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 $esc_kws seed=0,1,2 "$log2" ;;
