@@ -31,11 +31,11 @@ case $part in
         ptq=none,gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq ;;
   whisper_stage_table)  # Whisper tiny.en (bundled data): every stage at W4A8 with ESC (its budget-0 point is the MSE
     # calibrator on the same data and stage), the stages not in whisper_w4a4_tokengroup at W4A4 with token groups,
-    # and two per-tensor W4A4 stages not in whisper_ptq
+    # and the per-tensor W4A4 stages not in whisper_ptq
     run threads=1 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 'budget_curve=[0]' \
         ptq=none,gptq,smoothquant,smoothquant+gptq,rotation,adaround
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=smoothquant,adaround
-    run threads=1 quant=w4a4_g64 calibrator=mse ptq=rotation,smoothquant+gptq ;;
+    run threads=1 quant=w4a4_g64 calibrator=mse ptq=rotation,smoothquant+gptq,adaround ;;
   whisper_prompts)  # the W8A8 scales of every calibrator of a whisper_sentences run (its OUT: third argument), each
     # evaluated on the real Asterisk prompts (no new calibration: calibrator=saved)
     for scales in $(find "${3:?the OUT folder of whisper_sentences}" -path "*/whisper_tiny_en/folder/w8a8/*" -name scales.pt | sort); do
