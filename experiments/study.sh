@@ -16,6 +16,8 @@ WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
 SENTENCES=${SENTENCES:-/work/gen/sentences400}
 PROMPTS=${PROMPTS:-/work/gen/asterisk/prompts}
 run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
+# evaluation on the real prompts, in a folder of its own (their dataset is "folder" too), so their scales files can be found
+run_prompts() { python -m esc.run -m logger=csv out_dir="$out/prompts" dataset=folder dataset.path="$PROMPTS" "$@"; }
 kws_data="dataset=folder dataset.path=$KEYWORDS dataset.batch_size=16"
 kws="$kws_data dataset.calibration_size=128"
 esc_kws="calibrator=esc calibrator.validation_batches=2 calibrator.population_batch=true"
@@ -38,10 +40,9 @@ case $part in
     run threads=1 quant=w4a4_g64 calibrator=mse ptq=rotation,smoothquant+gptq,adaround ;;
   whisper_prompts)  # the W8A8 scales of every calibrator of a whisper_sentences run (its OUT: third argument), each
     # evaluated on the real Asterisk prompts (no new calibration: calibrator=saved)
-    for scales in $(find "${3:?the OUT folder of whisper_sentences}" -path "*/whisper_tiny_en/folder/w8a8/*" -name scales.pt | sort); do
-      python -m esc.run -m logger=csv out_dir="$out/prompts" threads=1 dataset=folder dataset.path="$PROMPTS" \
-          $sentence_cal quant=w8a8 calibrator=saved calibrator.path="$scales"
-    done ;;
+    scales=$(find "${3:?the OUT folder of whisper_sentences}" -path "*/whisper_tiny_en/folder/w8a8/*" -name scales.pt \
+        | sort | paste -sd,)
+    run_prompts threads=1 $sentence_cal quant=w8a8 calibrator=saved calibrator.path="$scales" ;;
   whisper_esc)  # ESC on the real Whisper tiny.en: 52 calibration clips (10 windows), validation on the last batch
     run threads=2 dataset.calibration_split="$WHISPER_CAL" dataset.calibration_size=null \
         calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1 \
@@ -84,10 +85,8 @@ case $part in
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=none,gptq,smoothquant+gptq
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=rotation ptq.stages.0.convolutions=true \
         ptq.stages.0.queries_keys=true
-    # the prompts runs in their own folder (their dataset is "folder" too), so their scales files can be found
-    prompts="python -m esc.run -m logger=csv out_dir=$out/prompts dataset=folder dataset.path=$PROMPTS"
-    $prompts threads=1 $sentence_cal $chain "$log2" calibrator=mse
-    $prompts threads=1 $sentence_cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
+    run_prompts threads=1 $sentence_cal $chain "$log2" calibrator=mse
+    run_prompts threads=1 $sentence_cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
         calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
         calibrator.max_evals=120 seed=0
     esc_scales=$(find "$out/prompts" -path "*/esc/*" -name scales.pt | head -1)

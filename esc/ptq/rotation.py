@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from esc.models.base import ModelAdapter
-from esc.ptq.base import PTQStage, tied_parameters
 from esc.ptq.attention_pairs import AttentionTrace, query_key_pairs, rotate_query_key, value_output_pairs
+from esc.ptq.base import PTQStage, tied_parameters
 from esc.ptq.folds import head_rotation, random_orthogonal, rotate_channels
 
 
