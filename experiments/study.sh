@@ -33,11 +33,18 @@ case $part in
         ptq=none,gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq ;;
   whisper_stage_table)  # Whisper tiny.en (bundled data): every stage at W4A8 with ESC (its budget-0 point is the MSE
     # calibrator on the same data and stage), the stages not in whisper_w4a4_tokengroup at W4A4 with token groups,
-    # and the per-tensor W4A4 stages not in whisper_ptq
+    # the per-tensor W4A4 stages not in whisper_ptq, and every stage at W4A4 with token groups and ESC
     run threads=1 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 'budget_curve=[0]' \
         ptq=none,gptq,smoothquant,smoothquant+gptq,rotation,adaround
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=smoothquant,adaround
-    run threads=1 quant=w4a4_g64 calibrator=mse ptq=rotation,smoothquant+gptq,adaround ;;
+    run threads=1 quant=w4a4_g64 calibrator=mse ptq=rotation,smoothquant+gptq,adaround
+    # W4A4 with token groups, every stage with ESC (the MSE column: the runs above and whisper_w4a4_tokengroup's);
+    # 120 evaluations with the population batched, as the token-group search on the generated sentences
+    esc_tg="quant=w4a4_g64_tokengroup calibrator=esc calibrator.max_evals=120 calibrator.population_batch=true"
+    esc_tg="$esc_tg calibrator.population_chunk=6"
+    run threads=1 $esc_tg "$log2" ptq=adaround,none,smoothquant+gptq,smoothquant,gptq
+    run threads=1 $esc_tg "$log2" ptq=rotation ptq.stages.0.convolutions=true ptq.stages.0.queries_keys=true
+    run threads=1 $esc_tg "$log2" ptq=rotation+gptq +ptq.stages.0.convolutions=true +ptq.stages.0.queries_keys=true ;;
   whisper_prompts)  # the W8A8 scales of every calibrator of a whisper_sentences run (its OUT: third argument), each
     # evaluated on the real Asterisk prompts (no new calibration: calibrator=saved)
     scales=$(find "${3:?the OUT folder of whisper_sentences}" -path "*/whisper_tiny_en/folder/w8a8/*" -name scales.pt \
