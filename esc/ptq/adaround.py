@@ -26,7 +26,9 @@ ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch, from the paper
 
 
 class _RowSample:
-    """Up to `per_batch` randomly chosen input rows of each calibration batch."""
+    """Up to `per_batch` randomly chosen input rows of each calibration batch.
+
+    `layer` is what `layerwise` hands every collector; which rows to keep does not depend on it."""
 
     def __init__(self, layer: nn.Module, per_batch: int, generator: torch.Generator):
         self.per_batch, self.generator, self.rows = per_batch, generator, []
