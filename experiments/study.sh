@@ -26,6 +26,10 @@ esc_kws="calibrator=esc calibrator.validation_batches=2 calibrator.population_ba
 esc_w2v="calibrator=esc calibrator.validation_batches=2 calibrator.max_evals=600"
 log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
 sentence_cal="dataset.calibration_split=$SENTENCES/calibration dataset.calibration_size=null"
+# rotation with Whisper's convolutions, queries and keys rotated too; rotation+gptq.yaml lists no stage options, so
+# there they are added (+)
+rotation_all="ptq=rotation ptq.stages.0.convolutions=true ptq.stages.0.queries_keys=true"
+rotation_all_gptq="ptq=rotation+gptq +ptq.stages.0.convolutions=true +ptq.stages.0.queries_keys=true"
 
 case $part in
   whisper_ptq)  # PTQ stages x {W4A8, W4A4} with the MSE calibrator on the real Whisper tiny.en
@@ -43,8 +47,8 @@ case $part in
     esc_tg="quant=w4a4_g64_tokengroup calibrator=esc calibrator.max_evals=120 calibrator.population_batch=true"
     esc_tg="$esc_tg calibrator.population_chunk=6"
     run threads=1 $esc_tg "$log2" ptq=adaround,none,smoothquant+gptq,smoothquant,gptq
-    run threads=1 $esc_tg "$log2" ptq=rotation ptq.stages.0.convolutions=true ptq.stages.0.queries_keys=true
-    run threads=1 $esc_tg "$log2" ptq=rotation+gptq +ptq.stages.0.convolutions=true +ptq.stages.0.queries_keys=true ;;
+    run threads=1 $esc_tg "$log2" $rotation_all
+    run threads=1 $esc_tg "$log2" $rotation_all_gptq ;;
   whisper_prompts)  # the W8A8 scales of every calibrator of a whisper_sentences run (its OUT: third argument), each
     # evaluated on the real Asterisk prompts (no new calibration: calibrator=saved)
     scales=$(find "${3:?the OUT folder of whisper_sentences}" -path "*/whisper_tiny_en/folder/w8a8/*" -name scales.pt \
@@ -81,7 +85,7 @@ case $part in
     # real Asterisk prompts (PROMPTS, from `python -m esc.data.asterisk`) and on the bundled set. One ESC search (on
     # the prompts run) is evaluated on the other two with calibrator=saved, as is the prompts run's MSE on the bundled set.
     conv="ptq=rotation+gptq +ptq.stages.0.convolutions=true"
-    chain="quant=w4a4_g64_tokengroup $conv +ptq.stages.0.queries_keys=true"
+    chain="quant=w4a4_g64_tokengroup $rotation_all_gptq"
     sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
     run threads=1 $sents quant=w4a4_g64_tokengroup $conv calibrator=mse "$log2"
     run threads=1 $sents quant=w4a4_g64_token $conv +ptq.stages.0.queries_keys=true calibrator=mse "$log2"
@@ -90,8 +94,7 @@ case $part in
         'model.rules=[{match:"*.probs_quantizer",grid:log2},{match:"*.value_quantizer",granularity:token,symmetric:false}]'
     run threads=1 $chain calibrator=mse "$log2"  # bundled, on its own 16 calibration clips; other stages there:
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=none,gptq,smoothquant+gptq
-    run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=rotation ptq.stages.0.convolutions=true \
-        ptq.stages.0.queries_keys=true
+    run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" $rotation_all
     run_prompts threads=1 $sentence_cal $chain "$log2" calibrator=mse
     run_prompts threads=1 $sentence_cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
         calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
