@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`), and the real
-# Asterisk prompts (PROMPTS, the prompts/ folder of `python -m esc.data.asterisk --out DIR`).
+# Asterisk prompts (PROMPTS, the prompts/ folder of `python -m esc.data.asterisk --out DIR`; PROMPTS_SPLIT, the same
+# with 100 of them moved to a calibration split: `... --out DIR --calibration-prompts 100 --seed 0`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
 SENTENCES=${SENTENCES:-/work/gen/sentences400}
 PROMPTS=${PROMPTS:-/work/gen/asterisk/prompts}
+PROMPTS_SPLIT=${PROMPTS_SPLIT:-/work/gen/asterisk_split/prompts}
 run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
 # evaluation on the real prompts, in a folder of its own (their dataset is "folder" too), so their scales files can be found
 run_prompts() { python -m esc.run -m logger=csv out_dir="$out/prompts" dataset=folder dataset.path="$PROMPTS" "$@"; }
 kws_data="dataset=folder dataset.path=$KEYWORDS dataset.batch_size=16"
 kws="$kws_data dataset.calibration_size=128"
+# ESC on Whisper with about 10 calibration windows: one resampled fitness window, validation on the last batch
+esc_whisper="calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1"
+esc_whisper="$esc_whisper calibrator.population_batch=true calibrator.population_chunk=6 calibrator.max_evals=120"
 esc_kws="calibrator=esc calibrator.validation_batches=2 calibrator.population_batch=true"
 # wav2vec2: one forward per candidate (batching the population is slower for it) and 600 evaluations (49 scales:
 # at 150, about 8 generations, the search barely left its start: W8A4 fidelity 0.905 +- 0.094 against 0.804 +- 0.032)
@@ -64,9 +69,12 @@ case $part in
     sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
     sents="$sents quant=${3:-w8a8,w8a4,w4a8_g64,w4a4_g64}"
     run threads=1 $sents calibrator=mse,minmax,percentile,entropy seed=0
-    run threads=1 $sents calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
-        calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
-        calibrator.max_evals=120 seed=0,1,2 ;;
+    run threads=1 $sents $esc_whisper seed=0,1,2 ;;
+  whisper_prompts_split)  # W8A8 calibrated on real speech: 100 of the Asterisk prompts (no sentence shared with the
+    # other 266, on which it is evaluated; one speaker in both), MSE and ESC
+    split="dataset=folder dataset.path=$PROMPTS_SPLIT dataset.calibration_size=null quant=w8a8"
+    run threads=1 $split calibrator=mse seed=0
+    run threads=1 $split $esc_whisper seed=0,1,2 ;;
   whisper_w4a4_token)  # W4A4 with per-token Linear/Conv inputs after rotation+GPTQ: uniform against log2 softmax
     # probabilities (bundled data, MSE; ESC with log2), then MSE with log2 on the generated sentences
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse

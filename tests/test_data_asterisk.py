@@ -1,14 +1,16 @@
 """Importer of the Asterisk English sounds (esc.data.asterisk)."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from esc.data.asterisk import (DEFAULT_ROOT, DEFAULT_TRANSCRIPTS, find_clips, find_prompts, import_asterisk,
-                               spoken_text, word_for)
+                               split_prompts, spoken_text, word_for)
 from esc.data.audio import load_audio, write_flac
 from esc.data.folders import read_metadata
+from esc.metrics import normalize_text
 
 
 @pytest.mark.parametrize("category, stem, word", [
@@ -49,6 +51,22 @@ def test_prompts_are_the_transcribed_clips_of_at_most_30_seconds(tmp_path):
         find_prompts(root, tmp_path / "absent.txt.gz")
 
 
+def test_prompt_split_shares_no_sentence_and_follows_the_seed():
+    texts = ["Please hold.", "please hold", "Goodbye!", "Thank you.", "Thank you", "Press one.", "Press two.",
+             "Your call is important.", "Invalid.", "Try again."]
+    prompts = [(Path(f"p{i}.wav"), f"p{i}", text) for i, text in enumerate(texts)]
+    splits = {seed: split_prompts(prompts, 4, seed) for seed in range(6)}
+    for calibration, evaluation in splits.values():
+        assert len(calibration) >= 4 and len(calibration) + len(evaluation) == len(prompts)
+        assert not {normalize_text(t) for *_, t in calibration} & {normalize_text(t) for *_, t in evaluation}
+        assert [p for p in prompts if p in calibration or p in evaluation] == prompts  # input order kept
+    assert split_prompts(prompts, 4, 3) == splits[3]
+    assert len({tuple(c) for c, _ in splits.values()}) > 1  # the seed decides which
+    for bad in (0, len(prompts)):
+        with pytest.raises(ValueError, match="calibration prompts must be between 1 and 9"):
+            split_prompts(prompts, bad, 0)
+
+
 def test_missing_package_says_how_to_install(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install asterisk-core-sounds-en-wav"):
         find_clips(tmp_path)
@@ -83,3 +101,13 @@ def test_import_writes_words_keywords_and_prompts(tmp_path):
         "Please leave your message after the tone. When done hang up or press the pound key.")
     audio = load_audio(paths["prompts"] / prompts["vm-intro.wav"]["file_name"], 16000, expected_rate=16000)
     assert 3.0 < audio.size / 16000 < 30.0
+
+
+@pytest.mark.skipif(not DEFAULT_TRANSCRIPTS.is_file(),
+                    reason="asterisk-core-sounds-en-wav and its transcript list are not installed")
+def test_import_moves_drawn_prompts_to_a_calibration_split(tmp_path):
+    paths = import_asterisk(tmp_path, calibration_prompts=20, seed=1)
+    calibration, evaluation = read_metadata(paths["prompts_calibration"]), read_metadata(paths["prompts"])
+    assert len(calibration) >= 20 and len(calibration) + len(evaluation) == len(find_prompts())
+    assert not ({normalize_text(r["transcription"]) for r in calibration}
+                & {normalize_text(r["transcription"]) for r in evaluation})

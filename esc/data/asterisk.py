@@ -13,8 +13,12 @@ asterisk-core-sounds-en lists in `core-sounds-en.txt.gz`. We resample them to 16
   plays)`) are dropped, tones (`[beep]`, `<beep ascending>`) skipped, and the keypad signs read as words
   (`*` star, `#` pound). Written only when the transcript list is there (Debian installs it under /usr/share/doc,
   which slim images may leave out).
+- `<out>/prompts/calibration/`, only when asked for (`--calibration-prompts N`): N of the prompts, drawn by seed,
+  moved out of the evaluation split, to calibrate on real speech. The draw takes whole groups of prompts with the
+  same text (the package records several sentences more than once), so the two splits share no sentence; they do
+  share the one speaker.
 
-    python -m esc.data.asterisk --out DIR
+    python -m esc.data.asterisk --out DIR [--calibration-prompts N --seed S]
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from __future__ import annotations
 import argparse
 import gzip
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import soundfile
 
 from esc.data.audio import load_audio, write_flac
 from esc.data.corpus import KEYWORDS, number_to_words
 from esc.data.effects import fit_length, trim_silence
 from esc.data.folders import prepare_split, write_metadata
+from esc.metrics import normalize_text
 
 DEFAULT_ROOT = Path("/usr/share/asterisk/sounds/en")  # a Debian alternatives link to en_US_f_Allison
 DEFAULT_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -114,12 +121,49 @@ def find_prompts(root: str | Path = DEFAULT_ROOT,
     return sorted(prompts, key=lambda p: p[1])
 
 
+def split_prompts(prompts: Sequence[tuple[Path, str, str]], count: int,
+                  seed: int) -> tuple[list[tuple[Path, str, str]], list[tuple[Path, str, str]]]:
+    """(calibration, evaluation): at least `count` prompts drawn by `seed` for calibration, the rest for evaluation.
+
+    Prompts are drawn in groups of one normalised text, so no sentence is in both splits; the last group drawn may
+    take the calibration split past `count`. Both keep the input order."""
+    groups: dict[str, list[int]] = {}
+    for index, (_, _, text) in enumerate(prompts):
+        groups.setdefault(normalize_text(text), []).append(index)
+    if not 0 < count < len(prompts):
+        raise ValueError(f"calibration prompts must be between 1 and {len(prompts) - 1}, got {count}")
+    texts = list(groups)
+    chosen: set[int] = set()
+    for group in np.random.default_rng(seed).permutation(len(texts)):
+        if len(chosen) >= count:
+            break
+        chosen.update(groups[texts[group]])
+    return ([p for i, p in enumerate(prompts) if i in chosen], [p for i, p in enumerate(prompts) if i not in chosen])
+
+
+def write_prompts(split_dir: Path, prompts: Sequence[tuple[Path, str, str]]) -> Path:
+    """The prompts resampled to 16 kHz as FLAC in a new `split_dir`, with their text as `transcription`."""
+    prepare_split(split_dir)
+    rows = []
+    for path, name, text in prompts:
+        file_name = f"{name.replace('/', '_')}.flac"
+        write_flac(split_dir / file_name, load_audio(path, SAMPLING_RATE, expected_rate=SOURCE_RATE), SAMPLING_RATE)
+        rows.append({"file_name": file_name, "transcription": text, "voice": SPEAKER, "source": f"{name}.wav"})
+    write_metadata(split_dir, rows)
+    return split_dir
+
+
 def import_asterisk(out: str | Path, root: str | Path = DEFAULT_ROOT,
-                    transcripts: str | Path | None = DEFAULT_TRANSCRIPTS) -> dict[str, Path]:
-    """Write the `words`, `keywords` and (when `transcripts` exists) `prompts` evaluation sets under `out`;
-    returns their split folders."""
+                    transcripts: str | Path | None = DEFAULT_TRANSCRIPTS, calibration_prompts: int = 0,
+                    seed: int = 0) -> dict[str, Path]:
+    """Write the `words`, `keywords` and (when `transcripts` exists) `prompts` evaluation sets under `out`, and a
+    `prompts` calibration split of `calibration_prompts` drawn by `seed` when that is above 0; returns their split
+    folders (the calibration split as `prompts_calibration`)."""
     clips = find_clips(root)
     prompts = find_prompts(root, transcripts) if transcripts and Path(transcripts).is_file() else []
+    if calibration_prompts and not prompts:
+        raise FileNotFoundError(f"calibration prompts asked for, but no transcript list at {transcripts}")
+    calibration, prompts = split_prompts(prompts, calibration_prompts, seed) if calibration_prompts else ([], prompts)
     words_dir = prepare_split(Path(out) / "words" / "evaluation")
     keywords_dir = prepare_split(Path(out) / "keywords" / "evaluation")
     word_rows, keyword_rows = [], []
@@ -138,14 +182,9 @@ def import_asterisk(out: str | Path, root: str | Path = DEFAULT_ROOT,
     write_metadata(keywords_dir, keyword_rows)
     paths = {"words": words_dir, "keywords": keywords_dir}
     if prompts:
-        paths["prompts"] = prepare_split(Path(out) / "prompts" / "evaluation")
-        rows = []
-        for path, name, text in prompts:
-            file_name = f"{name.replace('/', '_')}.flac"
-            write_flac(paths["prompts"] / file_name, load_audio(path, SAMPLING_RATE, expected_rate=SOURCE_RATE),
-                       SAMPLING_RATE)
-            rows.append({"file_name": file_name, "transcription": text, "voice": SPEAKER, "source": f"{name}.wav"})
-        write_metadata(paths["prompts"], rows)
+        paths["prompts"] = write_prompts(Path(out) / "prompts" / "evaluation", prompts)
+    if calibration:
+        paths["prompts_calibration"] = write_prompts(Path(out) / "prompts" / "calibration", calibration)
     return paths
 
 
@@ -156,12 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the package's English sounds folder")
     parser.add_argument("--transcripts", type=Path, default=DEFAULT_TRANSCRIPTS,
                         help="the prompts' transcript list (core-sounds-en.txt.gz); without it no prompts/ set")
+    parser.add_argument("--calibration-prompts", type=int, default=0,
+                        help="move this many prompts (whole groups of one text) to prompts/calibration; 0 = none")
+    parser.add_argument("--seed", type=int, default=0, help="which prompts --calibration-prompts draws")
     args = parser.parse_args(argv)
     if not args.transcripts.is_file():
         print(f"note: no transcript list at {args.transcripts}: writing words/ and keywords/ only")
     try:
-        paths = import_asterisk(args.out, args.root, args.transcripts)
-    except (FileNotFoundError, FileExistsError) as err:
+        paths = import_asterisk(args.out, args.root, args.transcripts, args.calibration_prompts, args.seed)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
     for name, path in paths.items():
         print(f"{name}: {path}")

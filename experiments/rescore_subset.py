@@ -1,0 +1,67 @@
+"""Re-score finished recognition runs on a subset of their evaluation clips, from their saved predictions.
+
+An evaluation of the 366 real Asterisk prompts costs half an hour a run on this machine. When the prompts are later
+split (`python -m esc.data.asterisk --calibration-prompts N`), the earlier runs need not be evaluated again to be
+compared on the new evaluation split: their `predictions.json` already holds every transcript. This prints WER, CER
+(corpus level, the run's own normaliser), the change against the FP transcripts and the agreement with them, on
+the clips of SPLIT only (matched by file name). The teacher-forced KL is a sum over all clips that the runs do not
+store per clip, so it is not re-scored.
+
+    python experiments/rescore_subset.py SPLIT_DIR RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from esc.data.folders import read_metadata
+from esc.metrics import error_rates
+
+
+def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
+    """Predictions keyed by file name instead of full path; refuses two clips of one name."""
+    named = {Path(path).name: text for path, text in predictions.items()}
+    if len(named) != len(predictions):
+        raise ValueError("two predicted clips share a file name; cannot match them to the split by name")
+    return named
+
+
+def rescore(split_dir: Path, run_dir: Path) -> dict[str, float | str]:
+    """WER/CER of FP and quantized transcripts of `run_dir` on the clips of `split_dir`, change and agreement."""
+    rows = read_metadata(split_dir)
+    saved = json.loads((run_dir / "predictions.json").read_text())
+    fp, quantized = by_file_name(saved["fp"]), by_file_name(saved["quantized"])
+    missing = [r["file_name"] for r in rows if r["file_name"] not in quantized or r["file_name"] not in fp]
+    if missing:
+        raise ValueError(f"{run_dir}: no prediction for {len(missing)} clip(s) of {split_dir}, e.g. {missing[:3]}")
+    names, references = [r["file_name"] for r in rows], [r["transcription"] for r in rows]
+    fp_rates = error_rates([fp[n] for n in names], references)
+    rates = error_rates([quantized[n] for n in names], references)
+    results = json.loads((run_dir / "results.json").read_text())
+    # calibrator=saved names the run whose scales it evaluated
+    calibrator = results["calibrator_options"].get("path") or results["calibrator"]
+    return {"run": str(run_dir), "calibrator": calibrator, "clips": len(names), "fp_wer": fp_rates["wer"],
+            "wer": rates["wer"], "cer": rates["cer"], "change": rates["wer"] / fp_rates["wer"] - 1,
+            "agreement": sum(quantized[n] == fp[n] for n in names) / len(names)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: one line per run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("split", type=Path, help="evaluation folder (metadata.csv with file_name, transcription)")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders with predictions.json and results.json")
+    args = parser.parse_args(argv)
+    print("run calibrator clips fp_wer wer cer change agreement")
+    for run_dir in args.runs:
+        if not (run_dir / "predictions.json").is_file():
+            print(f"{run_dir}: no predictions.json (unfinished run?), left out")
+            continue
+        r = rescore(args.split, run_dir)
+        print(f"{r['run']} {r['calibrator']} {r['clips']} {r['fp_wer']:.4f} {r['wer']:.4f} {r['cer']:.4f} "
+              f"{r['change']:+.3f} {r['agreement']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
