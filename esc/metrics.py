@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 import jiwer
+import numpy as np
 
 from esc.text import LIMIT, number_to_words
 
@@ -31,13 +32,47 @@ def normalize_text(text: str) -> str:
 
 def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Corpus-level WER and CER after normalisation (an empty normalised reference counts as one word)."""
+    refs, hyps = _normalised(hypotheses, references)
+    return {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps)}
+
+
+def _normalised(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     if not references:
         raise ValueError("no references to score")
-    refs = [normalize_text(r) or "<empty>" for r in references]
-    hyps = [normalize_text(h) for h in hypotheses]
-    return {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps)}
+    return [normalize_text(r) or "<empty>" for r in references], [normalize_text(h) for h in hypotheses]
+
+
+def word_errors(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: word edits (substitutions + deletions + insertions) and reference words, normalised as for WER.
+
+    Their sums give the corpus WER of `error_rates`; kept apart they allow resampling clips."""
+    refs, hyps = _normalised(hypotheses, references)
+    edits, words = [], []
+    for ref, hyp in zip(refs, hyps):
+        out = jiwer.process_words(ref, hyp)
+        edits.append(out.substitutions + out.deletions + out.insertions)
+        words.append(len(ref.split()))
+    return np.array(edits), np.array(words)
+
+
+def wer_change_interval(fp_hypotheses: Sequence[str], hypotheses: Sequence[str], references: Sequence[str],
+                        resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap interval of the relative WER change of `hypotheses` against `fp_hypotheses`.
+
+    Clips are resampled with replacement (the same draw for both systems, so what they share cancels), and the
+    change `WER / WER_fp - 1` is recomputed per draw; returns its (1 - level) / 2 and (1 + level) / 2 quantiles.
+    It says how far a measured change can be told from zero on this many clips."""
+    fp_edits, words = word_errors(fp_hypotheses, references)
+    edits, _ = word_errors(hypotheses, references)
+    draws = np.random.default_rng(seed).integers(0, len(words), size=(resamples, len(words)))
+    fp_total = fp_edits[draws].sum(1)
+    if (fp_total == 0).any():
+        raise ValueError("the FP transcripts are error-free on a resampled set; the relative change is undefined")
+    change = edits[draws].sum(1) / fp_total - 1
+    tail = (1 - level) / 2
+    return float(np.quantile(change, tail)), float(np.quantile(change, 1 - tail))
 
 
 def accuracy(predictions: Sequence, references: Sequence) -> float:

@@ -3,8 +3,9 @@
 An evaluation of the 366 real Asterisk prompts costs half an hour a run on this machine. When the prompts are later
 split (`python -m esc.data.asterisk --calibration-prompts N`), the earlier runs need not be evaluated again to be
 compared on the new evaluation split: their `predictions.json` already holds every transcript. This prints WER, CER
-(corpus level, the run's own normaliser), the change against the FP transcripts and the agreement with them, on
-the clips of SPLIT only (matched by file name). The teacher-forced KL is a sum over all clips that the runs do not
+(corpus level, the run's own normaliser), the change against the FP transcripts with its 95% paired bootstrap
+interval over clips (how far it can be told from zero), and the agreement with them, on the clips of SPLIT only
+(matched by file name; SPLIT may also be the run's whole evaluation split). The teacher-forced KL is a sum over all clips that the runs do not
 store per clip, so it is not re-scored.
 
     python experiments/rescore_subset.py SPLIT_DIR RUN_DIR [RUN_DIR ...]
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from esc.data.folders import read_metadata
-from esc.metrics import error_rates
+from esc.metrics import error_rates, wer_change_interval
 
 
 def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
@@ -42,8 +43,10 @@ def rescore(split_dir: Path, run_dir: Path) -> dict[str, float | str]:
     results = json.loads((run_dir / "results.json").read_text())
     # calibrator=saved names the run whose scales it evaluated
     calibrator = results["calibrator_options"].get("path") or results["calibrator"]
+    low, high = wer_change_interval([fp[n] for n in names], [quantized[n] for n in names], references)
     return {"run": str(run_dir), "calibrator": calibrator, "clips": len(names), "fp_wer": fp_rates["wer"],
             "wer": rates["wer"], "cer": rates["cer"], "change": rates["wer"] / fp_rates["wer"] - 1,
+            "change_low": low, "change_high": high,
             "agreement": sum(quantized[n] == fp[n] for n in names) / len(names)}
 
 
@@ -53,14 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("split", type=Path, help="evaluation folder (metadata.csv with file_name, transcription)")
     parser.add_argument("runs", type=Path, nargs="+", help="run folders with predictions.json and results.json")
     args = parser.parse_args(argv)
-    print("run calibrator clips fp_wer wer cer change agreement")
+    print("run calibrator clips fp_wer wer cer change change_95%_interval agreement")
     for run_dir in args.runs:
         if not (run_dir / "predictions.json").is_file():
             print(f"{run_dir}: no predictions.json (unfinished run?), left out")
             continue
         r = rescore(args.split, run_dir)
         print(f"{r['run']} {r['calibrator']} {r['clips']} {r['fp_wer']:.4f} {r['wer']:.4f} {r['cer']:.4f} "
-              f"{r['change']:+.3f} {r['agreement']:.3f}")
+              f"{r['change']:+.3f} [{r['change_low']:+.3f},{r['change_high']:+.3f}] {r['agreement']:.3f}")
 
 
 if __name__ == "__main__":

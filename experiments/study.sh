@@ -104,9 +104,7 @@ case $part in
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=none,gptq,smoothquant+gptq
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" $rotation_all
     run_prompts threads=1 $sentence_cal $chain "$log2" calibrator=mse
-    run_prompts threads=1 $sentence_cal $chain "$log2" calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true \
-        calibrator.validation_batches=1 calibrator.population_batch=true calibrator.population_chunk=6 \
-        calibrator.max_evals=120 seed=0
+    run_prompts threads=1 $sentence_cal $chain "$log2" $esc_whisper seed=0
     esc_scales=$(find "$out/prompts" -path "*/esc/*" -name scales.pt | head -1)
     mse_scales=$(find "$out/prompts" -path "*/mse/*" -name scales.pt | head -1)
     run threads=1 $sents $chain "$log2" calibrator=saved calibrator.path="$esc_scales"
