@@ -26,6 +26,7 @@ from esc.budget import budget_curve
 from esc.calib.weights import calibrate_weights
 from esc.data.datamodule import AudioDataModule
 from esc.evaluate import Evaluation, evaluate
+from esc.metrics import relative_change_interval
 from esc.models.base import ModelAdapter
 from esc.models.registry import build_adapter
 from esc.ptq.registry import build_stages, run_stages
@@ -110,7 +111,22 @@ def summarise(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule, fp:
     }
     if "cer" in quantized.scores:
         results["cer"] = {"fp": fp["scores"]["cer"], "quantized": quantized.scores["cer"]}
+    results["relative_change_interval"] = change_interval_or_none(metric, data, fp, quantized)
     return results
+
+
+def change_interval_or_none(metric: str, data: AudioDataModule, fp: dict, quantized: Evaluation) -> list | None:
+    """The 95% paired bootstrap interval of `relative_change` over the evaluation clips; None where it is undefined
+    (FP without a single error or hit on some resample, or a metric without one), so a finished run never fails
+    on it."""
+    names = [e.name for e in data.evaluation]
+    try:
+        return list(relative_change_interval(metric, [fp["predictions"][n] for n in names],
+                                             [quantized.predictions[n] for n in names],
+                                             [e.target for e in data.evaluation]))
+    except ValueError as err:
+        log.info("no interval for the relative change: %s", err)
+        return None
 
 
 def model_and_data(cfg: DictConfig) -> tuple[ModelAdapter, AudioDataModule]:

@@ -57,26 +57,38 @@ def word_errors(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[n
     return np.array(edits), np.array(words)
 
 
-def wer_change_interval(fp_hypotheses: Sequence[str], hypotheses: Sequence[str], references: Sequence[str],
-                        resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Paired bootstrap interval of the relative WER change of `hypotheses` against `fp_hypotheses`.
-
-    Clips are resampled with replacement (the same draw for both systems, so what they share cancels), and the
-    change `WER / WER_fp - 1` is recomputed per draw; returns its (1 - level) / 2 and (1 + level) / 2 quantiles.
-    It says how far a measured change can be told from zero on this many clips."""
-    fp_edits, words = word_errors(fp_hypotheses, references)
-    edits, _ = word_errors(hypotheses, references)
-    draws = np.random.default_rng(seed).integers(0, len(words), size=(resamples, len(words)))
-    fp_total = fp_edits[draws].sum(1)
-    if (fp_total == 0).any():
-        raise ValueError("the FP transcripts are error-free on a resampled set; the relative change is undefined")
-    change = edits[draws].sum(1) / fp_total - 1
-    tail = (1 - level) / 2
-    return float(np.quantile(change, tail)), float(np.quantile(change, 1 - tail))
-
-
 def accuracy(predictions: Sequence, references: Sequence) -> float:
     """Fraction of predictions equal to their reference."""
     if len(predictions) != len(references) or not references:
         raise ValueError(f"accuracy needs equal, non-empty lists ({len(predictions)} vs {len(references)})")
     return sum(p == r for p, r in zip(predictions, references)) / len(references)
+
+
+def change_interval(fp_values: np.ndarray, values: np.ndarray, resamples: int = 2000, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap interval of `sum(values) / sum(fp_values) - 1` over clips (per-clip word edits: the relative
+    WER change; per-clip correctness: the relative accuracy change).
+
+    Clips are resampled with replacement, the same draw for both systems (so what they share cancels), and the
+    change is recomputed per draw; returns its (1 - level) / 2 and (1 + level) / 2 quantiles. It says how far a
+    measured change can be told from zero on this many clips."""
+    draws = np.random.default_rng(seed).integers(0, len(fp_values), size=(resamples, len(fp_values)))
+    fp_total = np.asarray(fp_values)[draws].sum(1)
+    if (fp_total == 0).any():
+        raise ValueError("the FP total is zero on a resampled set of clips; the relative change is undefined")
+    change = np.asarray(values)[draws].sum(1) / fp_total - 1
+    tail = (1 - level) / 2
+    return float(np.quantile(change, tail)), float(np.quantile(change, 1 - tail))
+
+
+def relative_change_interval(metric: str, fp_predictions: Sequence[str], predictions: Sequence[str],
+                             references: Sequence[str]) -> tuple[float, float]:
+    """95% paired bootstrap interval of the relative change of `metric` ("wer" or "accuracy") against FP."""
+    if metric == "wer":
+        (fp_values, _), (values, _) = word_errors(fp_predictions, references), word_errors(predictions, references)
+    elif metric == "accuracy":
+        fp_values = np.array([p == r for p, r in zip(fp_predictions, references, strict=True)], dtype=float)
+        values = np.array([p == r for p, r in zip(predictions, references, strict=True)], dtype=float)
+    else:
+        raise ValueError(f"no change interval for metric {metric!r} (wer or accuracy)")
+    return change_interval(fp_values, values)

@@ -3,8 +3,9 @@
 One table per model and data set: rows are calibrators, columns quant presets (bit settings); each cell is the
 quantized metric with its relative change from the FP reference, which has its own column. Runs that differ only
 in their seed are averaged. A detail table follows with one row per (model, data set, quant, calibrator): the
-number of seeds, the metric and the fidelity to FP as mean ± standard deviation over seeds, the agreement with FP,
-and the PTQ and calibration times. Writes `report.md`, `report.csv` and `report.png` into the folder (or `--out`).
+number of seeds, the metric, its relative change from FP (for one seed with the run's 95% paired bootstrap interval
+over clips, which says whether the change can be told from zero) and the fidelity to FP as mean ± standard deviation
+over seeds, the agreement with FP, and the PTQ and calibration times. Writes `report.md`, `report.csv` and `report.png` into the folder (or `--out`).
 """
 
 from __future__ import annotations
@@ -95,18 +96,29 @@ def spread(values: Sequence[float | None], digits: int = 4) -> str:
     return text + (f" ± {stdev(values):.{digits}f}" if len(values) > 1 else "")
 
 
+def change_text(group: Sequence[dict]) -> str:
+    """Relative change from FP: mean ± standard deviation over seeds, or one run's change with its interval."""
+    changes = [r.get("relative_change") for r in group]
+    if len(group) > 1 or changes[0] is None:
+        text = spread([100 * c if c is not None else None for c in changes], 1)
+        return text + ("%" if text != "-" else "")
+    interval = group[0].get("relative_change_interval")
+    return f"{changes[0]:+.1%}" + (f" [{interval[0]:+.1%}, {interval[1]:+.1%}]" if interval else "")
+
+
 def details_markdown(runs: Sequence[dict]) -> str:
     """One row per (model, data set, quant, calibrator label), seeds pooled, as a Markdown table."""
     grouped = defaultdict(list)
     for run, label in zip(runs, calibrator_labels(runs)):
         grouped[(run["model"], run["dataset"], run["quant"], label)].append(run)
     out = ["## Details (mean ± standard deviation over seeds)", "",
-           "| model | dataset | quant | calibrator | seeds | metric | FP | quantized | fidelity_kl | agreement "
-           "| ptq s | calib s |", "| --- " * 12 + "|"]
+           "| model | dataset | quant | calibrator | seeds | metric | FP | quantized | change [95% interval] "
+           "| fidelity_kl | agreement | ptq s | calib s |", "| --- " * 13 + "|"]
     for (model, dataset, quant, label), group in sorted(grouped.items()):
         ptq_seconds = [sum(r.get("seconds", 0.0) for r in run.get("ptq_reports", [])) for run in group]
         out.append(f"| {model} | {dataset} | {quant} | {label} | {len(group)} | {group[0]['metric']} "
                    f"| {mean(r['fp'] for r in group):.4f} | {spread([r['quantized'] for r in group])} "
+                   f"| {change_text(group)} "
                    f"| {spread([r.get('fidelity_kl') for r in group])} "
                    f"| {spread([r.get('agreement') for r in group], 3)} | {spread(ptq_seconds, 1)} "
                    f"| {spread([r['calib_seconds'] for r in group], 1)} |")

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from esc.data.folders import read_metadata
-from esc.metrics import error_rates, wer_change_interval
+from esc.metrics import error_rates, relative_change_interval
 
 
 def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
@@ -43,7 +43,7 @@ def rescore(split_dir: Path, run_dir: Path) -> dict[str, float | str]:
     results = json.loads((run_dir / "results.json").read_text())
     # calibrator=saved names the run whose scales it evaluated
     calibrator = results["calibrator_options"].get("path") or results["calibrator"]
-    low, high = wer_change_interval([fp[n] for n in names], [quantized[n] for n in names], references)
+    low, high = relative_change_interval("wer", [fp[n] for n in names], [quantized[n] for n in names], references)
     return {"run": str(run_dir), "calibrator": calibrator, "clips": len(names), "fp_wer": fp_rates["wer"],
             "wer": rates["wer"], "cer": rates["cer"], "change": rates["wer"] / fp_rates["wer"] - 1,
             "change_low": low, "change_high": high,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from esc.metrics import error_rates, wer_change_interval, word_errors
+from esc.metrics import error_rates, relative_change_interval, word_errors
 
 REFERENCES = [f"please press {w} now" for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")] * 5
 
@@ -18,16 +18,26 @@ def test_word_errors_sum_to_the_corpus_wer():
 
 def test_interval_is_zero_for_identical_systems_and_excludes_zero_for_a_much_worse_one():
     fp = [r if i % 4 else r.replace("press", "pass") for i, r in enumerate(REFERENCES)]  # one error in 4 clips
-    assert wer_change_interval(fp, fp, REFERENCES) == (0.0, 0.0)
+    assert relative_change_interval("wer", fp, fp, REFERENCES) == (0.0, 0.0)
     worse = [h if i % 2 else h.replace("now", "") for i, h in enumerate(fp)]  # one more error in every other clip
-    low, high = wer_change_interval(fp, worse, REFERENCES)
+    low, high = relative_change_interval("wer", fp, worse, REFERENCES)
     assert 0 < low < 2.0 < high  # the point change is +200%
-    assert wer_change_interval(fp, worse, REFERENCES) == (low, high)  # same seed, same interval
+    assert relative_change_interval("wer", fp, worse, REFERENCES) == (low, high)  # same seed, same interval
     one_more = worse[:1] + fp[1:]  # a single extra error: not told from zero
-    low, high = wer_change_interval(fp, one_more, REFERENCES)
+    low, high = relative_change_interval("wer", fp, one_more, REFERENCES)
     assert low <= 0 < high
 
 
-def test_interval_refuses_an_error_free_reference_system():
-    with pytest.raises(ValueError, match="error-free"):
-        wer_change_interval(REFERENCES, REFERENCES, REFERENCES)
+def test_interval_refuses_an_error_free_reference_system_and_an_unknown_metric():
+    with pytest.raises(ValueError, match="FP total is zero"):
+        relative_change_interval("wer", REFERENCES, REFERENCES, REFERENCES)
+    with pytest.raises(ValueError, match="no change interval for metric 'bleu'"):
+        relative_change_interval("bleu", REFERENCES, REFERENCES, REFERENCES)
+
+
+def test_accuracy_interval_brackets_the_relative_accuracy_change():
+    labels = ["yes", "no"] * 50
+    fp = labels[:90] + ["up"] * 10  # 90% correct
+    quantized = labels[:60] + ["up"] * 40  # 60% correct: -33%
+    low, high = relative_change_interval("accuracy", fp, quantized, labels)
+    assert low < -1 / 3 < high < 0

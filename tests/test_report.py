@@ -78,6 +78,7 @@ def test_details_pool_seeds_with_their_spread():
 
     def run(seed, wer, kl):
         return {"model": "m", "dataset": "d", "quant": "w8a8", "metric": "wer", "fp": 0.1, "quantized": wer,
+                "relative_change": wer / 0.1 - 1,
                 "fidelity_kl": kl, "agreement": 0.5, "calib_seconds": 10.0, "seed": seed, "calibrator": "esc",
                 "calibrator_options": {}, "ptq": ["gptq"], "ptq_reports": [{"seconds": 2.0}]}
 
@@ -85,4 +86,8 @@ def test_details_pool_seeds_with_their_spread():
     row = next(line for line in text.splitlines() if line.startswith("| m |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3:8] == ["gptq + esc", "3", "wer", "0.1000", "0.1200 ± 0.0200"]
-    assert cells[8] == "0.0300 ± 0.0200" and cells[10] == "2.0 ± 0.0"
+    assert cells[8] == "20.0 ± 20.0%"  # relative change over seeds
+    assert cells[9] == "0.0300 ± 0.0200" and cells[11] == "2.0 ± 0.0"
+    one = details_markdown([run(0, 0.12, 0.01) | {"relative_change_interval": [-0.1, 0.5]}])
+    row = next(line for line in one.splitlines() if line.startswith("| m |"))
+    assert "| +20.0% [-10.0%, +50.0%] |" in row

@@ -18,7 +18,17 @@ from run_helpers import compose_run, run_cli
 
 FIELDS = {"model", "dataset", "w_bits", "a_bits", "calibrator", "ptq", "seed", "metric", "fp", "quantized",
           "relative_change", "n_calib", "n_eval", "calib_seconds", "eval_seconds", "n_quantizers", "n_bad_files",
-          "fidelity_kl", "agreement", "bad_files"}
+          "fidelity_kl", "agreement", "bad_files", "relative_change_interval"}
+
+
+def check_interval(results):
+    """The bootstrap interval brackets the measured change, or is None where the change is undefined."""
+    interval = results["relative_change_interval"]
+    if results["relative_change"] is None:
+        assert interval is None
+    elif interval is not None:
+        low, high = interval
+        assert low <= results["relative_change"] <= high
 
 
 def test_cli_recognition_run_with_wandb(tmp_path):
@@ -34,6 +44,7 @@ def test_cli_recognition_run_with_wandb(tmp_path):
     assert (results["n_calib"], results["n_eval"], results["n_bad_files"], results["ptq"]) == (2, 2, 0, [])
     assert results["fidelity_kl"] >= 0 and 0 <= results["agreement"] <= 1 and results["n_quantizers"] > 0
     assert set(results["cer"]) == {"fp", "quantized"}
+    check_interval(results)
     assert list(run_dir.glob("wandb/offline-run-*")), "no offline W&B run folder"
     assert (run_dir / "scales.pt").is_file() and (run_dir / "config.yaml").is_file()
     assert run_dir.parts[-4:-1] == ("folder", "w8a8", "minmax")
@@ -56,6 +67,7 @@ def test_results_are_complete(ast_run):
     assert FIELDS <= set(results) and "cer" not in results
     assert results == json.loads((run_dir / "results.json").read_text())
     assert (results["metric"], results["n_calib"], results["n_eval"]) == ("accuracy", 3, 4)
+    check_interval(results)
     assert results["calibrator_options"]["percentile"] == cfg.calibrator.percentile
     assert OmegaConf.load(run_dir / "config.yaml").dataset.calibration_size == 3
 
