@@ -8,7 +8,9 @@ interval over clips (how far it can be told from zero), and the agreement with t
 (matched by file name; SPLIT may also be the run's whole evaluation split). The teacher-forced KL is a sum over all clips that the runs do not
 store per clip, so it is not re-scored.
 
-    python experiments/rescore_subset.py SPLIT_DIR RUN_DIR [RUN_DIR ...]
+    python experiments/rescore_subset.py SPLIT_DIR RUN_DIR [RUN_DIR ...] [--first N]
+
+`--first N` takes the split's first N clips, as `dataset.eval_limit=N` does.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
     return named
 
 
-def rescore(split_dir: Path, run_dir: Path) -> dict[str, float | str]:
-    """WER/CER of FP and quantized transcripts of `run_dir` on the clips of `split_dir`, change and agreement."""
-    rows = read_metadata(split_dir)
+def rescore(split_dir: Path, run_dir: Path, first: int | None = None) -> dict[str, float | str]:
+    """WER/CER of FP and quantized transcripts of `run_dir` on the (first) clips of `split_dir`, change and
+    agreement."""
+    rows = read_metadata(split_dir)[:first]
     saved = json.loads((run_dir / "predictions.json").read_text())
     fp, quantized = by_file_name(saved["fp"]), by_file_name(saved["quantized"])
     missing = [r["file_name"] for r in rows if r["file_name"] not in quantized or r["file_name"] not in fp]
@@ -55,13 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("split", type=Path, help="evaluation folder (metadata.csv with file_name, transcription)")
     parser.add_argument("runs", type=Path, nargs="+", help="run folders with predictions.json and results.json")
+    parser.add_argument("--first", type=int, help="only the split's first N clips (as dataset.eval_limit)")
     args = parser.parse_args(argv)
     print("run calibrator clips fp_wer wer cer change change_95%_interval agreement")
     for run_dir in args.runs:
         if not (run_dir / "predictions.json").is_file():
             print(f"{run_dir}: no predictions.json (unfinished run?), left out")
             continue
-        r = rescore(args.split, run_dir)
+        r = rescore(args.split, run_dir, args.first)
         print(f"{r['run']} {r['calibrator']} {r['clips']} {r['fp_wer']:.4f} {r['wer']:.4f} {r['cer']:.4f} "
               f"{r['change']:+.3f} [{r['change_low']:+.3f},{r['change_high']:+.3f}] {r['agreement']:.3f}")
 
