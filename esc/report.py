@@ -5,7 +5,8 @@ quantized metric with its relative change from the FP reference, which has its o
 in their seed are averaged. A detail table follows with one row per (model, data set, quant, calibrator): the
 number of seeds, the metric, its relative change from FP (for one seed with the run's 95% paired bootstrap interval
 over clips, which says whether the change can be told from zero) and the fidelity to FP as mean ± standard deviation
-over seeds, the agreement with FP, and the PTQ and calibration times. Writes `report.md`, `report.csv` and `report.png` into the folder (or `--out`).
+over seeds, the agreement with FP, and the PTQ and calibration times. Writes `report.md`, `report.csv` and
+`report.png` into the folder (or `--out`).
 """
 
 from __future__ import annotations

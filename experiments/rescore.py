@@ -6,8 +6,8 @@ compared on the new evaluation split: their `predictions.json` already holds eve
 metric (WER, corpus level with the run's own normaliser, or accuracy), the change against FP with its 95% paired
 bootstrap interval over clips (how far it can be told from zero), and the agreement with the FP predictions, on the
 clips of SPLIT only (matched by file name; SPLIT may also be the run's whole evaluation split, which gives runs
-measured before results.json had the interval theirs). The teacher-forced KL is a sum over all clips that the runs do not
-store per clip, so it is not re-scored.
+measured before results.json had the interval theirs). The teacher-forced KL is a sum over all clips that the runs
+do not store per clip, so it is not re-scored.
 
     python experiments/rescore.py SPLIT_DIR RUN_DIR [RUN_DIR ...] [--first N]
 
@@ -51,7 +51,10 @@ def rescore(split_dir: Path, run_dir: Path, first: int | None = None) -> dict[st
     references = [r["transcription" if metric == "wer" else "label"] for r in rows]
     fp_list, quantized_list = [fp[n] for n in names], [quantized[n] for n in names]
     fp_value, value = score(metric, fp_list, references), score(metric, quantized_list, references)
-    low, high = relative_change_interval(metric, fp_list, quantized_list, references)
+    try:
+        low, high = relative_change_interval(metric, fp_list, quantized_list, references)
+    except ValueError:  # FP without an error (or hit) on some resample: few clips; the change still stands
+        low = high = None
     # calibrator=saved names the run whose scales it evaluated
     calibrator = results["calibrator_options"].get("path") or results["calibrator"]
     return {"run": str(run_dir), "calibrator": calibrator, "metric": metric, "clips": len(names), "fp": fp_value,
@@ -73,8 +76,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{run_dir}: no predictions.json (unfinished run?), left out")
             continue
         r = rescore(args.split, run_dir, args.first)
+        interval = "-" if r["change_low"] is None else f"[{r['change_low']:+.3f},{r['change_high']:+.3f}]"
         print(f"{r['run']} {r['calibrator']} {r['metric']} {r['clips']} {r['fp']:.4f} {r['quantized']:.4f} "
-              f"{r['change']:+.3f} [{r['change_low']:+.3f},{r['change_high']:+.3f}] {r['agreement']:.3f}")
+              f"{r['change']:+.3f} {interval} {r['agreement']:.3f}")
 
 
 if __name__ == "__main__":

@@ -127,11 +127,11 @@ def split_prompts(prompts: Sequence[tuple[Path, str, str]], count: int,
 
     Prompts are drawn in groups of one normalised text, so no sentence is in both splits; the last group drawn may
     take the calibration split past `count`. Both keep the input order."""
+    if not 0 < count < len(prompts):
+        raise ValueError(f"calibration prompts must be between 1 and {len(prompts) - 1}, got {count}")
     groups: dict[str, list[int]] = {}
     for index, (_, _, text) in enumerate(prompts):
         groups.setdefault(normalize_text(text), []).append(index)
-    if not 0 < count < len(prompts):
-        raise ValueError(f"calibration prompts must be between 1 and {len(prompts) - 1}, got {count}")
     texts = list(groups)
     chosen: set[int] = set()
     for group in np.random.default_rng(seed).permutation(len(texts)):
