@@ -64,6 +64,13 @@ def accuracy(predictions: Sequence, references: Sequence) -> float:
     return sum(p == r for p, r in zip(predictions, references)) / len(references)
 
 
+def task_scores(metric: str, predictions: Sequence, references: Sequence) -> dict[str, float]:
+    """The scores of a task whose main metric is `metric`: {"accuracy"} for classifiers, {"wer", "cer"} otherwise."""
+    if metric == "accuracy":
+        return {"accuracy": accuracy(predictions, references)}
+    return error_rates(predictions, references)
+
+
 def change_interval(fp_values: np.ndarray, values: np.ndarray, resamples: int = 2000, level: float = 0.95,
                     seed: int = 0) -> tuple[float, float]:
     """Paired bootstrap interval of `sum(values) / sum(fp_values) - 1` over clips (per-clip word edits: the relative

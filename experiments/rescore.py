@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 
 from esc.data.folders import read_metadata
-from esc.metrics import accuracy, error_rates, relative_change_interval
+from esc.data.sources import default_target_column
+from esc.metrics import relative_change_interval, task_scores
 
 
 def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
@@ -30,11 +31,6 @@ def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
     if len(named) != len(predictions):
         raise ValueError("two predicted clips share a file name; cannot match them to the split by name")
     return named
-
-
-def score(metric: str, predictions: list[str], references: list[str]) -> float:
-    """The run's metric, as the run computed it."""
-    return error_rates(predictions, references)["wer"] if metric == "wer" else accuracy(predictions, references)
 
 
 def rescore(split_dir: Path, run_dir: Path, first: int | None = None) -> dict[str, float | str]:
@@ -48,9 +44,12 @@ def rescore(split_dir: Path, run_dir: Path, first: int | None = None) -> dict[st
     if missing:
         raise ValueError(f"{run_dir}: no prediction for {len(missing)} clip(s) of {split_dir}, e.g. {missing[:3]}")
     names = [r["file_name"] for r in rows]
-    references = [r["transcription" if metric == "wer" else "label"] for r in rows]
+    column = default_target_column("classification" if metric == "accuracy" else "recognition")
+    references = [r[column] for r in rows]
     fp_list, quantized_list = [fp[n] for n in names], [quantized[n] for n in names]
-    fp_value, value = score(metric, fp_list, references), score(metric, quantized_list, references)
+    # the run's metric, as the run computed it
+    fp_value = task_scores(metric, fp_list, references)[metric]
+    value = task_scores(metric, quantized_list, references)[metric]
     try:
         low, high = relative_change_interval(metric, fp_list, quantized_list, references)
     except ValueError:  # FP without an error (or hit) on some resample: few clips; the change still stands

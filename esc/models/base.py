@@ -80,11 +80,9 @@ class ModelAdapter(ABC):
 
     def score(self, predictions: Sequence, references: Sequence) -> dict[str, float]:
         """The task metric(s) of predictions against references."""
-        from esc.metrics import accuracy, error_rates
+        from esc.metrics import task_scores
 
-        if self.metric_name == "accuracy":
-            return {"accuracy": accuracy(predictions, references)}
-        return error_rates(predictions, references)
+        return task_scores(self.metric_name, predictions, references)
 
     def to(self, device: str | torch.device) -> "ModelAdapter":
         self.model.to(device)
