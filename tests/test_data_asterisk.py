@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esc.data.asterisk import (DEFAULT_ROOT, DEFAULT_TRANSCRIPTS, find_clips, find_prompts, import_asterisk,
+from esc.data.asterisk import (DEFAULT_ROOT, DEFAULT_TRANSCRIPTS, find_clips, find_prompts, import_asterisk, main,
                                split_prompts, spoken_text, word_for)
 from esc.data.audio import load_audio, write_flac
 from esc.data.folders import read_metadata
@@ -106,8 +106,11 @@ def test_import_writes_words_keywords_and_prompts(tmp_path):
 @pytest.mark.skipif(not DEFAULT_TRANSCRIPTS.is_file(),
                     reason="asterisk-core-sounds-en-wav and its transcript list are not installed")
 def test_import_moves_drawn_prompts_to_a_calibration_split(tmp_path):
-    paths = import_asterisk(tmp_path, calibration_prompts=20, seed=1)
-    calibration, evaluation = read_metadata(paths["prompts_calibration"]), read_metadata(paths["prompts"])
+    main(["--out", str(tmp_path), "--calibration-prompts", "20", "--seed", "1"])  # the flags reach the import
+    calibration = read_metadata(tmp_path / "prompts" / "calibration")
+    evaluation = read_metadata(tmp_path / "prompts" / "evaluation")
     assert len(calibration) >= 20 and len(calibration) + len(evaluation) == len(find_prompts())
     assert not ({normalize_text(r["transcription"]) for r in calibration}
                 & {normalize_text(r["transcription"]) for r in evaluation})
+    other = import_asterisk(tmp_path / "other", calibration_prompts=20, seed=2)
+    assert read_metadata(other["prompts_calibration"]) != calibration  # the seed decides which
