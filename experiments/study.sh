@@ -60,10 +60,9 @@ case $part in
         | sort | paste -sd,)
     run_prompts threads=1 $sentence_cal quant=w8a8 calibrator=saved calibrator.path="$scales" ;;
   whisper_esc)  # ESC on the real Whisper tiny.en: 52 calibration clips (10 windows), validation on the last batch
-    run threads=2 dataset.calibration_split="$WHISPER_CAL" dataset.calibration_size=null \
-        calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1 \
-        calibrator.population_batch=true calibrator.population_chunk=6 calibrator.max_evals=200 \
-        "${@:3}" ;;
+    # (a repeated key in a sweep keeps its last value: 200 evaluations here)
+    run threads=2 dataset.calibration_split="$WHISPER_CAL" dataset.calibration_size=null $esc_whisper \
+        calibrator.max_evals=200 "${@:3}" ;;
   whisper_sentences)  # every calibrator on the generated sentences: 100 calibration clips, the first 60 evaluation
     # clips; bit widths from the third argument (default all four), e.g. `whisper_sentences OUT w8a8,w4a8_g64`
     sents="dataset=folder dataset.path=$SENTENCES dataset.eval_limit=60 dataset.calibration_size=null"
