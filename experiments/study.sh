@@ -22,13 +22,15 @@ run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
 run_prompts() { python -m esc.run -m logger=csv out_dir="$out/prompts" dataset=folder dataset.path="$PROMPTS" "$@"; }
 kws_data="dataset=folder dataset.path=$KEYWORDS dataset.batch_size=16"
 kws="$kws_data dataset.calibration_size=128"
+# every table was measured with CMA-ES's sampling seed 0 (before it followed the run's seed), whatever the run's seed
+esc="calibrator=esc calibrator.seed=0"
 # ESC on Whisper with about 10 calibration windows: one resampled fitness window, validation on the last batch
-esc_whisper="calibrator=esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1"
+esc_whisper="$esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1"
 esc_whisper="$esc_whisper calibrator.population_batch=true calibrator.population_chunk=6 calibrator.max_evals=120"
-esc_kws="calibrator=esc calibrator.validation_batches=2 calibrator.population_batch=true"
+esc_kws="$esc calibrator.validation_batches=2 calibrator.population_batch=true"
 # wav2vec2: one forward per candidate (batching the population is slower for it) and 600 evaluations (49 scales:
 # at 150, about 8 generations, the search barely left its start: W8A4 fidelity 0.905 +- 0.094 against 0.804 +- 0.032)
-esc_w2v="calibrator=esc calibrator.validation_batches=2 calibrator.max_evals=600"
+esc_w2v="$esc calibrator.validation_batches=2 calibrator.max_evals=600"
 log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
 sentence_cal="dataset.calibration_split=$SENTENCES/calibration dataset.calibration_size=null"
 # rotation with Whisper's convolutions, queries and keys rotated too; rotation+gptq.yaml lists no stage options, so
@@ -43,13 +45,13 @@ case $part in
   whisper_stage_table)  # Whisper tiny.en (bundled data): every stage at W4A8 with ESC (its budget-0 point is the MSE
     # calibrator on the same data and stage), the stages not in whisper_w4a4_tokengroup at W4A4 with token groups,
     # the per-tensor W4A4 stages not in whisper_ptq, and every stage at W4A4 with token groups and ESC
-    run threads=1 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 'budget_curve=[0]' \
+    run threads=1 quant=w4a8_g64 $esc calibrator.max_evals=150 'budget_curve=[0]' \
         ptq=none,gptq,smoothquant,smoothquant+gptq,rotation,adaround
     run threads=1 quant=w4a4_g64_tokengroup calibrator=mse "$log2" ptq=smoothquant,adaround
     run threads=1 quant=w4a4_g64 calibrator=mse ptq=rotation,smoothquant+gptq,adaround
     # W4A4 with token groups, every stage with ESC (the MSE column: the runs above and whisper_w4a4_tokengroup's);
     # 120 evaluations with the population batched, as the token-group search on the generated sentences
-    esc_tg="quant=w4a4_g64_tokengroup calibrator=esc calibrator.max_evals=120 calibrator.population_batch=true"
+    esc_tg="quant=w4a4_g64_tokengroup $esc calibrator.max_evals=120 calibrator.population_batch=true"
     esc_tg="$esc_tg calibrator.population_chunk=6"
     run threads=1 $esc_tg "$log2" ptq=adaround,none,smoothquant+gptq,smoothquant,gptq
     run threads=1 $esc_tg "$log2" $rotation_all
@@ -78,13 +80,13 @@ case $part in
     # probabilities (bundled data, MSE; ESC with log2), then MSE with log2 on the generated sentences
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2"
-    run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=esc calibrator.max_evals=150 "$log2"
+    run threads=1 quant=w4a4_g64_token ptq=rotation+gptq $esc calibrator.max_evals=150 "$log2"
     run threads=1 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
         quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse "$log2"
     # the convolutions' input channels rotated too (Whisper's conv1 and conv2)
     conv_rotation="quant=w4a4_g64_token ptq=rotation+gptq +ptq.stages.0.convolutions=true"
     run threads=1 $conv_rotation calibrator=mse "$log2"
-    run threads=1 $conv_rotation calibrator=esc calibrator.max_evals=150 "$log2"
+    run threads=1 $conv_rotation $esc calibrator.max_evals=150 "$log2"
     run threads=2 dataset=folder dataset.path="$SENTENCES" dataset.eval_limit=60 dataset.calibration_size=null \
         $conv_rotation calibrator=mse "$log2" ;;
   whisper_w4a4_tokengroup)  # W4A4 with 4-bit inputs in groups of 64 features per token after rotation+GPTQ, log2
@@ -131,7 +133,7 @@ case $part in
     python -m esc.run -m logger=csv out_dir="$out/budget_curve" threads=1 model=wav2vec2_kws $kws quant=w8a4,w8a8 \
         seed=0 $esc_w2v 'budget_curve=[0,50,100,150,300,450,600]'
     run threads=1 model=wav2vec2_kws $kws_data dataset.calibration_size=512 quant=w8a4,w8a8 seed=0 calibrator=mse
-    run threads=1 model=wav2vec2_kws $kws_data dataset.calibration_size=512 quant=w8a4,w8a8 seed=0 calibrator=esc \
+    run threads=1 model=wav2vec2_kws $kws_data dataset.calibration_size=512 quant=w8a4,w8a8 seed=0 $esc \
         calibrator.max_evals=600 calibrator.validation_batches=8 ;;
   keywords_ptq)  # PTQ stages x {MSE, ESC} at W4A8 and W4A4 on the keyword models
     run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse \
@@ -145,13 +147,13 @@ case $part in
   keywords_bc)  # bias correction after every calibrator (wav2vec2 W8A8/W8A4), PTQ chains with ESC at 4 bits (AST)
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 calibrator=minmax,percentile,mse ptq=none,bias_correction \
         seed=0,1,2
-    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc calibrator.validation_batches=2 \
         calibrator.max_evals=150 ptq=bias_correction
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 calibrator=mse,percentile ptq=bias_correction seed=0,1,2
     # the same corrections without the guard (every layer corrected), for the README's comparison
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 calibrator=minmax,percentile,mse ptq=bias_correction \
         ptq.stages.0.guard=false seed=0,1,2
-    run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 calibrator=esc calibrator.validation_batches=2 \
+    run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 $esc calibrator.validation_batches=2 \
         calibrator.max_evals=150 ptq=bias_correction
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 $esc_w2v ptq=bias_correction
     chains=smoothquant+gptq,rotation+gptq,smoothquant+gptq+bias_correction,rotation+gptq+bias_correction
@@ -161,9 +163,9 @@ case $part in
     run threads=1 model=ast_kws $kws quant=w4a8_g64 $esc_kws ptq=smoothquant+gptq,rotation+gptq ;;
   whisper_bc)  # Whisper tiny.en (bundled data): bias correction, and the GPTQ chains re-measured against true FP
     run threads=2 quant=w8a8 calibrator=mse ptq=bias_correction
-    run threads=2 quant=w8a8 calibrator=esc calibrator.max_evals=150 ptq=bias_correction
+    run threads=2 quant=w8a8 $esc calibrator.max_evals=150 ptq=bias_correction
     run threads=2 quant=w4a8_g64,w4a4_g64 calibrator=mse ptq=gptq,rotation+gptq
-    run threads=2 quant=w4a8_g64 calibrator=esc calibrator.max_evals=150 ptq=rotation+gptq
+    run threads=2 quant=w4a8_g64 $esc calibrator.max_evals=150 ptq=rotation+gptq
     run threads=2 quant=w4a8_g64 calibrator=mse ptq=rotation+gptq+bias_correction ;;
   sensitivity)  # which quantizer groups cost the fidelity: wav2vec2 at W8A8, Whisper at W8A4
     python -m esc.sensitivity out_dir="$out" threads=2 logger=csv model=wav2vec2_kws $kws quant=w8a8 \

@@ -154,7 +154,7 @@ def test_fitness_kinds_on_every_task(model_name, kind):
 
 def test_config_keys_reach_the_code(tmp_path):
     cfg = OmegaConf.load(CONF / "calibrator" / "esc.yaml")
-    cfg.weight_method = "minmax"
+    cfg.weight_method, cfg.seed = "minmax", 0  # interpolations of the root config (quant, the run's seed)
     options = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"}
     options.update(popsize=5, max_generations=2, checkpoint_dir=str(tmp_path))
     adapter, batches, loop = tiny("ast_tiny")

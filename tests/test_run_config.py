@@ -136,6 +136,13 @@ def test_calibrator_options_reach_the_object():
     assert (calibrator.percentile, calibrator.weight_method) == (99.5, "mse")
 
 
+def test_esc_sampling_seed_follows_the_run_seed_unless_set():
+    # a run's seed spreads over CMA-ES's own sampling, not only over the calibration draw
+    assert instantiate(compose_run("calibrator=esc", "seed=3").calibrator).settings.seed == 3
+    pinned = compose_run("calibrator=esc", "seed=3", "calibrator.seed=0")
+    assert instantiate(pinned.calibrator).settings.seed == 0
+
+
 @pytest.mark.parametrize("name", options("logger"))
 def test_loggers_instantiate(name, tmp_path):
     logger = instantiate(compose_run(f"logger={name}").logger, save_dir=str(tmp_path))
