@@ -27,19 +27,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 from esc.results import find_results, read_json, write_atomic  # noqa: E402
 
 
+def _row_options(run: dict) -> dict:
+    """The calibrator options that define a row. A calibrator's own sampling seed (ESC's `seed`, the run's seed by
+    default) is a seed like the run's: runs differing in it are pooled into one row's mean and spread."""
+    return {k: v for k, v in run.get("calibrator_options", {}).items() if k != "seed"}
+
+
 def calibrator_labels(runs: Sequence[dict]) -> list[str]:
     """Row label per run: the PTQ stages (if any) and the calibrator name, plus the calibrator options that tell
     apart runs sharing that name."""
     variants = defaultdict(list)
     for run in runs:
-        options = run.get("calibrator_options", {})
+        options = _row_options(run)
         if options not in variants[run["calibrator"]]:
             variants[run["calibrator"]].append(options)
     labels = []
     for run in runs:
         options = variants[run["calibrator"]]
         varying = sorted(k for k in options[0] if any(o.get(k) != options[0][k] for o in options))
-        own = run.get("calibrator_options", {})
+        own = _row_options(run)
         label = run["calibrator"] + (f" ({', '.join(f'{k}={own[k]}' for k in varying)})" if varying else "")
         stages = run.get("ptq") or []
         labels.append(f"{'+'.join(stages)} + {label}" if stages else label)  # PTQ chains are rows of their own

@@ -62,6 +62,12 @@ def test_labels_show_only_the_options_that_differ():
     assert calibrator_labels(runs) == ["mse (num_candidates=256)", "minmax", "mse (num_candidates=64)"]
 
 
+def test_a_calibrators_sampling_seed_pools_runs_instead_of_splitting_rows():
+    runs = [{"calibrator": "esc", "calibrator_options": {"seed": seed, "max_evals": 300}} for seed in (0, 1, 2)]
+    runs.append({"calibrator": "esc", "calibrator_options": {"seed": 0, "max_evals": 600}})
+    assert calibrator_labels(runs) == ["esc (max_evals=300)"] * 3 + ["esc (max_evals=600)"]
+
+
 def test_report_of_an_empty_folder_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         report(tmp_path)
