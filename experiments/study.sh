@@ -128,13 +128,26 @@ case $part in
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 $esc_kws seed=0,1,2 "$log2" ;;
-  keywords_esc)  # wav2vec2: ESC's budget curve, and 512 calibration clips (validation on 8 batches) against 128
+  keywords_esc)  # wav2vec2: ESC's budget curve, 512 calibration clips (validation on 8 batches) against 128, and
+    # CMA-ES's own seed spread
     # in a folder of its own: budget_curve is not part of a run's identity, so beside `keywords` it would be skipped
     python -m esc.run -m logger=csv out_dir="$out/budget_curve" threads=1 model=wav2vec2_kws $kws quant=w8a4,w8a8 \
         seed=0 $esc_w2v 'budget_curve=[0,50,100,150,300,450,600]'
-    run threads=1 model=wav2vec2_kws $kws_data dataset.calibration_size=512 quant=w8a4,w8a8 seed=0 calibrator=mse
-    run threads=1 model=wav2vec2_kws $kws_data dataset.calibration_size=512 quant=w8a4,w8a8 seed=0 $esc \
-        calibrator.max_evals=600 calibrator.validation_batches=8 ;;
+    # 512 clips, CMA-ES's sampling seed following the run's (calibrator=esc, not $esc: seed 0 is the same run either
+    # way); W8A4 also with guarded bias correction after the calibrator
+    kws512="model=wav2vec2_kws $kws_data dataset.calibration_size=512"
+    esc512="calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8"
+    run threads=1 $kws512 calibrator=mse quant=w8a4 seed=0,1,2,3,4
+    run threads=1 $kws512 calibrator=mse quant=w8a8 seed=0,1,2
+    run threads=1 $kws512 $esc512 quant=w8a4 seed=0,1,2,3,4
+    run threads=1 $kws512 $esc512 quant=w8a8 seed=0,1,2
+    run threads=1 $kws512 calibrator=mse quant=w8a4 seed=0,1,2 ptq=bias_correction
+    run threads=1 $kws512 $esc512 quant=w8a4 seed=0,1,2 ptq=bias_correction
+    # how much CMA-ES's own sampling spreads: one calibration draw (seed 0), three sampling seeds
+    run threads=1 model=ast_kws $kws quant=w8a4 seed=0 calibrator=esc calibrator.seed=0,1,2 \
+        calibrator.validation_batches=2 calibrator.population_batch=true
+    run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0 calibrator=esc calibrator.seed=0,1,2 \
+        calibrator.validation_batches=2 calibrator.max_evals=600 ;;
   keywords_ptq)  # PTQ stages x {MSE, ESC} at W4A8 and W4A4 on the keyword models
     run threads=1 model=ast_kws $kws quant=w4a4_g64,w4a8_g64 calibrator=mse \
         ptq=gptq,smoothquant,rotation,adaround,smoothquant+gptq,rotation+gptq
