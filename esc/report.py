@@ -28,9 +28,12 @@ from esc.results import find_results, read_json, write_atomic  # noqa: E402
 
 
 def _row_options(run: dict) -> dict:
-    """The calibrator options that define a row. A calibrator's own sampling seed (ESC's `seed`, the run's seed by
-    default) is a seed like the run's: runs differing in it are pooled into one row's mean and spread."""
-    return {k: v for k, v in run.get("calibrator_options", {}).items() if k != "seed"}
+    """The settings that define a row: the calibrator's options and which calibration clips it saw (size, folder,
+    filter). Seeds (the calibration draw's, a calibrator's own sampling seed: by default the run's) are not: runs
+    differing only in them are pooled into one row's mean and spread."""
+    options = {k: v for k, v in run.get("calibrator_options", {}).items() if k != "seed"}
+    options.update({k: v for k, v in run.get("calibration_options", {}).items() if k != "calibration_seed"})
+    return options
 
 
 def calibrator_labels(runs: Sequence[dict]) -> list[str]:

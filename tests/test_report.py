@@ -68,6 +68,15 @@ def test_a_calibrators_sampling_seed_pools_runs_instead_of_splitting_rows():
     assert calibrator_labels(runs) == ["esc (max_evals=300)"] * 3 + ["esc (max_evals=600)"]
 
 
+def test_calibration_sets_of_other_sizes_are_rows_of_their_own_but_their_draws_are_not():
+    def run(size, draw):
+        return {"calibrator": "mse", "calibrator_options": {},
+                "calibration_options": {"calibration_size": size, "calibration_seed": draw}}
+
+    labels = calibrator_labels([run(128, 0), run(128, 1), run(512, 0)])
+    assert labels == ["mse (calibration_size=128)"] * 2 + ["mse (calibration_size=512)"]
+
+
 def test_report_of_an_empty_folder_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         report(tmp_path)

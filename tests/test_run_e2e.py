@@ -18,7 +18,7 @@ from run_helpers import compose_run, run_cli
 
 FIELDS = {"model", "dataset", "w_bits", "a_bits", "calibrator", "ptq", "seed", "metric", "fp", "quantized",
           "relative_change", "n_calib", "n_eval", "calib_seconds", "eval_seconds", "n_quantizers", "n_bad_files",
-          "fidelity_kl", "agreement", "bad_files", "relative_change_interval"}
+          "fidelity_kl", "agreement", "bad_files", "relative_change_interval", "calibration_options"}
 
 
 def check_interval(results):
@@ -42,6 +42,8 @@ def test_cli_recognition_run_with_wandb(tmp_path):
     assert (results["model"], results["w_bits"], results["a_bits"], results["calibrator"]) == ("whisper_tiny", 8, 8,
                                                                                                 "minmax")
     assert (results["n_calib"], results["n_eval"], results["n_bad_files"], results["ptq"]) == (2, 2, 0, [])
+    calibration = results["calibration_options"]  # which clips: size, folder, filter, packing, draw
+    assert calibration["calibration_seed"] == 0 and "calibration_size" in calibration
     assert results["fidelity_kl"] >= 0 and 0 <= results["agreement"] <= 1 and results["n_quantizers"] > 0
     assert set(results["cer"]) == {"fp", "quantized"}
     check_interval(results)
