@@ -37,8 +37,8 @@ def _row_options(run: dict) -> dict:
 
 
 def calibrator_labels(runs: Sequence[dict]) -> list[str]:
-    """Row label per run: the PTQ stages (if any) and the calibrator name, plus the calibrator options that tell
-    apart runs sharing that name."""
+    """Row label per run: the PTQ stages (if any) and the calibrator name, plus the settings (`_row_options`) that
+    tell apart runs sharing that name."""
     variants = defaultdict(list)
     for run in runs:
         options = _row_options(run)

@@ -28,11 +28,11 @@ def test_shares_by_voice_count_only_clips_whose_label_is_heard(tmp_path):
     voice = Voice("espeak-ng", "en-us+m3")
     rows = []
     # voice a says its labels; voice b says "yes" under the label "house", which must not count as heard
-    for name, (said, label, speaker) in enumerate((("yes", "yes", "a"), ("happy", "happy", "a"),
+    for index, (said, label, speaker) in enumerate((("yes", "yes", "a"), ("happy", "happy", "a"),
                                                    ("yes", "house", "b"))):
         audio = synthesize(voice, said)
-        write_flac(tmp_path / f"{name}.flac", np.pad(audio, (4000, max(0, 12000 - len(audio)))), 16000)
-        rows.append({"file_name": f"{name}.flac", "label": label, "voice": speaker})
+        write_flac(tmp_path / f"{index}.flac", np.pad(audio, (4000, max(0, 12000 - len(audio)))), 16000)
+        rows.append({"file_name": f"{index}.flac", "label": label, "voice": speaker})
     write_metadata(tmp_path, rows)
     shares, transcripts = load_script().heard_by_voice(tmp_path)
     assert shares == {"a": 1.0, "b": 0.0, "all": pytest.approx(2 / 3)}, transcripts
