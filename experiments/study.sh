@@ -25,8 +25,9 @@ kws="$kws_data dataset.calibration_size=128"
 # every table was measured with CMA-ES's sampling seed 0 (before it followed the run's seed), whatever the run's seed
 esc="calibrator=esc calibrator.seed=0"
 # ESC on Whisper with about 10 calibration windows: one resampled fitness window, validation on the last batch
-esc_whisper="$esc calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1"
-esc_whisper="$esc_whisper calibrator.population_batch=true calibrator.population_chunk=6 calibrator.max_evals=120"
+esc_whisper_options="calibrator.fitness_batches=1 calibrator.resample=true calibrator.validation_batches=1"
+esc_whisper_options="$esc_whisper_options calibrator.population_batch=true calibrator.population_chunk=6"
+esc_whisper="$esc $esc_whisper_options calibrator.max_evals=120"
 esc_kws="$esc calibrator.validation_batches=2 calibrator.population_batch=true"
 # wav2vec2: one forward per candidate (batching the population is slower for it) and 600 evaluations (49 scales:
 # at 150, about 8 generations, the search barely left its start: W8A4 fidelity 0.905 +- 0.094 against 0.804 +- 0.032)
@@ -75,7 +76,9 @@ case $part in
     # other 266, on which it is evaluated; one speaker in both), MSE and ESC
     split="dataset=folder dataset.path=$PROMPTS_SPLIT dataset.calibration_size=null quant=w8a8"
     run threads=1 $split calibrator=mse seed=0
-    run threads=1 $split $esc_whisper seed=0,1,2 ;;
+    run threads=1 $split $esc_whisper seed=0,1,2
+    # two more searches with CMA-ES's sampling seed following the run's (seed 0 would repeat the first)
+    run threads=1 $split calibrator=esc $esc_whisper_options calibrator.max_evals=120 seed=1,2 ;;
   whisper_w4a4_token)  # W4A4 with per-token Linear/Conv inputs after rotation+GPTQ: uniform against log2 softmax
     # probabilities (bundled data, MSE; ESC with log2), then MSE with log2 on the generated sentences
     run threads=1 quant=w4a4_g64_token ptq=rotation+gptq calibrator=mse
