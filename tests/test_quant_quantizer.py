@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from esc.quant.quantizer import Quantizer, integer_range, range_to_qparams
+from esc.quant.quantizer import Quantizer
+from esc.quant.uniform_grid import integer_range, range_to_qparams
 from esc.quant.spec import QuantSpec
 
 
@@ -182,7 +183,7 @@ def test_state_dict_adopts_saved_scale_shape():
 @pytest.mark.parametrize("bits, symmetric, zero_point", [(8, True, 0), (4, True, 0), (2, True, 0), (16, True, 0),
                                                          (8, False, 7), (4, False, 3)])
 def test_inference_fake_quantization_is_bit_exact_with_the_fused_kernel(bits, symmetric, zero_point):
-    from esc.quant.quantizer import fake_quantize_inference, integer_range
+    from esc.quant.uniform_grid import fake_quantize_inference, integer_range
 
     qmin, qmax = integer_range(bits, symmetric)
     x = torch.randn(50_000, generator=torch.Generator().manual_seed(bits)) * 3

@@ -11,7 +11,8 @@ import torch
 
 from esc.calib.base import Calibrator
 from esc.calib.stats import ActivationStats
-from esc.quant.quantizer import Quantizer, integer_range, range_to_qparams
+from esc.quant.quantizer import Quantizer
+from esc.quant.uniform_grid import integer_range, range_to_qparams
 
 POINTS_PER_BIN = 4
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from esc.quant.model import quantizers
-from esc.quant.quantizer import Quantizer, dynamic_rows, fake_quantize_tokens
+from esc.quant.quantizer import Quantizer
+from esc.quant.uniform_grid import dynamic_rows, fake_quantize_tokens
 
 DEFAULT_BINS = 2048  # bins per sign, as TensorRT's entropy calibration uses
 CANDIDATE_RATIOS = torch.linspace(0.4, 1.0, 25)  # per-token clip ratios, in steps of 0.025

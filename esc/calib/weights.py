@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from esc.quant.model import quantizers
-from esc.quant.quantizer import Quantizer, integer_range, range_to_qparams, weight_groups
+from esc.quant.quantizer import Quantizer
+from esc.quant.uniform_grid import integer_range, range_to_qparams, weight_groups
 
 WEIGHT_METHODS = ("minmax", "mse")
 MSE_SHRINK_FACTORS = torch.linspace(1.0, 0.3, 36)

@@ -20,7 +20,7 @@ from torch import nn
 from esc.models.base import ModelAdapter
 from esc.ptq.base import PTQStage
 from esc.ptq.layers import WeightProblem, fake_quantize, layerwise, output_error, weight_targets
-from esc.quant.quantizer import integer_range
+from esc.quant.uniform_grid import integer_range
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch, from the paper
 

@@ -24,7 +24,8 @@ from esc.models.base import ModelAdapter
 from esc.ptq.base import run_batches, tied_parameters
 from esc.quant.model import quantizers_off
 from esc.quant.model import QuantizedLayer
-from esc.quant.quantizer import Quantizer, integer_range
+from esc.quant.quantizer import Quantizer
+from esc.quant.uniform_grid import integer_range
 from esc.quant.reference import keep_fp
 
 

@@ -24,7 +24,7 @@ from esc.models.base import ModelAdapter
 from esc.ptq.attention_pairs import AttentionTrace, ValueOutput, value_output_pairs
 from esc.ptq.base import PTQStage
 from esc.ptq.folds import fold_is_exact, scale_channels
-from esc.quant.quantizer import integer_range
+from esc.quant.uniform_grid import integer_range
 
 
 @dataclass
