@@ -26,7 +26,7 @@ from esc.budget import budget_curve
 from esc.calib.weights import calibrate_weights
 from esc.data.datamodule import AudioDataModule
 from esc.evaluate import Evaluation, evaluate
-from esc.metrics import relative_change_interval
+from esc.metrics import relative_change_interval_or_none
 from esc.models.base import ModelAdapter
 from esc.models.registry import build_adapter
 from esc.ptq.registry import build_stages, run_stages
@@ -123,13 +123,10 @@ def change_interval_or_none(metric: str, data: AudioDataModule, fp: dict, quanti
     (FP without a single error or hit on some resample, or a metric without one), so a finished run never fails
     on it."""
     names = [e.name for e in data.evaluation]
-    try:
-        return list(relative_change_interval(metric, [fp["predictions"][n] for n in names],
-                                             [quantized.predictions[n] for n in names],
-                                             [e.target for e in data.evaluation]))
-    except ValueError as err:
-        log.info("no interval for the relative change: %s", err)
-        return None
+    interval = relative_change_interval_or_none(metric, [fp["predictions"][n] for n in names],
+                                                [quantized.predictions[n] for n in names],
+                                                [e.target for e in data.evaluation])
+    return None if interval is None else list(interval)
 
 
 def model_and_data(cfg: DictConfig) -> tuple[ModelAdapter, AudioDataModule]:

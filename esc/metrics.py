@@ -8,6 +8,7 @@ whitespace.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
@@ -15,6 +16,8 @@ import jiwer
 import numpy as np
 
 from esc.text import LIMIT, number_to_words
+
+log = logging.getLogger(__name__)
 
 def normalize_text(text: str) -> str:
     """The normalised form used for every WER/CER (see module docstring)."""
@@ -99,3 +102,14 @@ def relative_change_interval(metric: str, fp_predictions: Sequence[str], predict
     else:
         raise ValueError(f"no change interval for metric {metric!r} (wer or accuracy)")
     return change_interval(fp_values, values)
+
+
+def relative_change_interval_or_none(metric: str, fp_predictions: Sequence[str], predictions: Sequence[str],
+                                     references: Sequence[str]) -> tuple[float, float] | None:
+    """`relative_change_interval`, or None where it is undefined (FP without a single error or hit on some resample,
+    which few clips make likely, or a metric without one): the change itself still stands without it."""
+    try:
+        return relative_change_interval(metric, fp_predictions, predictions, references)
+    except ValueError as err:
+        log.info("no interval for the relative change: %s", err)
+        return None

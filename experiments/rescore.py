@@ -22,7 +22,7 @@ from pathlib import Path
 
 from esc.data.folders import read_metadata
 from esc.data.sources import default_target_column
-from esc.metrics import relative_change_interval, task_scores
+from esc.metrics import relative_change_interval_or_none, task_scores
 
 
 def by_file_name(predictions: dict[str, str]) -> dict[str, str]:
@@ -50,10 +50,7 @@ def rescore(split_dir: Path, run_dir: Path, first: int | None = None) -> dict[st
     # the run's metric, as the run computed it
     fp_value = task_scores(metric, fp_list, references)[metric]
     value = task_scores(metric, quantized_list, references)[metric]
-    try:
-        low, high = relative_change_interval(metric, fp_list, quantized_list, references)
-    except ValueError:  # FP without an error (or hit) on some resample: few clips; the change still stands
-        low = high = None
+    low, high = relative_change_interval_or_none(metric, fp_list, quantized_list, references) or (None, None)
     # calibrator=saved names the run whose scales it evaluated
     calibrator = results["calibrator_options"].get("path") or results["calibrator"]
     return {"run": str(run_dir), "calibrator": calibrator, "metric": metric, "clips": len(names), "fp": fp_value,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from esc.metrics import error_rates, relative_change_interval, word_errors
+from esc.metrics import error_rates, relative_change_interval, relative_change_interval_or_none, word_errors
 
 REFERENCES = [f"please press {w} now" for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")] * 5
 
@@ -33,6 +33,12 @@ def test_interval_refuses_an_error_free_reference_system_and_an_unknown_metric()
         relative_change_interval("wer", REFERENCES, REFERENCES, REFERENCES)
     with pytest.raises(ValueError, match="no change interval for metric 'bleu'"):
         relative_change_interval("bleu", REFERENCES, REFERENCES, REFERENCES)
+    # where a finished run must not fail on it: no interval instead of the error, the interval itself otherwise
+    assert relative_change_interval_or_none("wer", REFERENCES, REFERENCES, REFERENCES) is None
+    assert relative_change_interval_or_none("bleu", REFERENCES, REFERENCES, REFERENCES) is None
+    fp = [r if i % 4 else r.replace("press", "pass") for i, r in enumerate(REFERENCES)]
+    assert relative_change_interval_or_none("wer", fp, REFERENCES, REFERENCES) == relative_change_interval(
+        "wer", fp, REFERENCES, REFERENCES)
 
 
 def test_accuracy_interval_brackets_the_relative_accuracy_change():
