@@ -1,7 +1,8 @@
-"""Composing `esc.run` configs in tests, and running the CLI in a subprocess."""
+"""Composing `esc.run` configs in tests, running the CLI in a subprocess, and loading `experiments/` scripts."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,3 +30,11 @@ def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{module} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done
+
+
+def load_experiment(name: str):
+    """The module of `experiments/<name>.py` (a script folder, not a package), for tests of its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

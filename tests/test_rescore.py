@@ -1,17 +1,13 @@
 """experiments/rescore.py: finished runs re-scored on a subset of their clips from predictions.json."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from esc.metrics import error_rates
+from run_helpers import load_experiment
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "rescore.py"
-spec = importlib.util.spec_from_file_location("rescore", SCRIPT)
-rescore_module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rescore_module)
+rescore_module = load_experiment("rescore")
 
 TEXTS = {f"c{i}.flac": f"press {w} now" for i, w in enumerate(("one", "two", "three", "four", "five", "six"))}
 

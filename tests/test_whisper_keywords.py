@@ -1,8 +1,6 @@
 """experiments/whisper_keywords.py: the real Whisper tiny.en's per-voice share of keyword clips it hears."""
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,15 +8,7 @@ import pytest
 from esc.data.audio import write_flac
 from esc.data.engines import Voice, synthesize
 from esc.data.folders import write_metadata
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "whisper_keywords.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("whisper_keywords", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from run_helpers import load_experiment
 
 
 def test_shares_by_voice_count_only_clips_whose_label_is_heard(tmp_path):
@@ -34,6 +24,6 @@ def test_shares_by_voice_count_only_clips_whose_label_is_heard(tmp_path):
         write_flac(tmp_path / f"{index}.flac", np.pad(audio, (4000, max(0, 12000 - len(audio)))), 16000)
         rows.append({"file_name": f"{index}.flac", "label": label, "voice": speaker})
     write_metadata(tmp_path, rows)
-    shares, transcripts = load_script().heard_by_voice(tmp_path)
+    shares, transcripts = load_experiment("whisper_keywords").heard_by_voice(tmp_path)
     assert shares == {"a": 1.0, "b": 0.0, "all": pytest.approx(2 / 3)}, transcripts
     assert set(transcripts) == {"0.flac", "1.flac", "2.flac"}
