@@ -16,6 +16,7 @@ from esc.data.audio import load_audio
 from esc.data.effects import trim_silence
 from esc.data.engines import EngineMissingError, Voice, check_voice, engine_args, require_engine, synthesize
 from esc.data.folders import METADATA, read_metadata
+from esc.data.pico import pico_installed
 from esc.data.synth import Clip, Variation, balanced_voices, plan, speak
 from esc.data.tts import (
     KEYWORD_HELDOUT_VOICES,
@@ -29,6 +30,7 @@ from esc.data.tts import (
 HAVE_ENGINES = bool(shutil.which("espeak-ng") and shutil.which("flite"))
 NO_ENGINES = "espeak-ng and flite are not installed (apt-get install espeak-ng flite)"
 needs_engines = pytest.mark.skipif(not HAVE_ENGINES, reason=NO_ENGINES)
+needs_pico = pytest.mark.skipif(not pico_installed(), reason="ttspico is not installed (pip install ttspico)")
 SENTENCES = dict(n_sentences=12, calibration_fraction=0.25, progress=False)  # 3 calibration, 9 evaluation
 KEYWORDS = dict(words=("yes", "zero"), per_word_calibration=3, per_word_evaluation=2, progress=False)
 
@@ -174,6 +176,25 @@ def test_missing_engine_says_how_to_install(monkeypatch):
         require_engine("flite")
 
 
+def test_missing_pico_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(engines, "pico_installed", lambda: False)
+    with pytest.raises(EngineMissingError, match="pip install ttspico"):
+        synthesize(Voice("pico", "en-US"), "yes")
+
+
+@needs_pico
+def test_pico_is_deterministic_and_refuses_what_it_cannot_do():
+    voice = Voice("pico", "en-GB")
+    check_voice(voice)
+    first, second = (synthesize(voice, "backward", speed=0.9, pitch=1.3) for _ in range(2))
+    assert first.dtype == np.float32 and first.size > 8000 and np.array_equal(first, second)
+    assert not np.array_equal(first, synthesize(voice, "backward", speed=0.9, pitch=1.0))
+    with pytest.raises(ValueError, match="pico:en-GB: pitch 2.5 is outside Pico's 0.5-2"):
+        synthesize(voice, "yes", pitch=2.5)
+    with pytest.raises(ValueError, match="unknown to pico"):
+        check_voice(Voice("pico", "en-AU"))
+
+
 def test_voice_parsing():
     assert Voice.parse("espeak-ng:en-gb+f3") == Voice("espeak-ng", "en-gb+f3")
     assert str(Voice("flite", "slt")) == "flite:slt"
@@ -200,8 +221,10 @@ def test_engine_args_map_relative_speed_and_pitch():
         engine_args(Voice("flite", "awb_time"), 1.0, 1.0)
 
 
-@needs_engines
-@pytest.mark.parametrize("spec", ["espeak-ng:en-us+m3", "flite:slt"])
+@pytest.mark.parametrize("spec", [
+    pytest.param("espeak-ng:en-us+m3", marks=needs_engines), pytest.param("flite:slt", marks=needs_engines),
+    pytest.param("pico:en-US", marks=needs_pico),
+])
 def test_speed_and_pitch_reach_the_audio(spec):
     voice, text = Voice.parse(spec), "The weather today is mild and the river is calm."
     slow, fast = (trim_silence(synthesize(voice, text, speed=s)).size for s in (0.8, 1.25))

@@ -1,6 +1,6 @@
-"""Text-to-speech through Debian's espeak-ng and flite command-line programs.
+"""Text-to-speech through Debian's espeak-ng and flite command-line programs, and SVOX Pico in process (`pico`).
 
-Both engines are deterministic (same arguments, byte-identical WAV), so a synthetic set is reproducible from its
+All engines are deterministic (same arguments, byte-identical audio), so a synthetic set is reproducible from its
 metadata alone. Speed and pitch are relative factors (1.0 = the voice's natural rate and pitch) so one metadata
 column means the same thing for both engines; `engine_args` shows how each engine receives them.
 """
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from esc.data.audio import load_audio
+from esc.data.audio import load_audio, resample
+from esc.data.pico import PICO_INSTALL_HINT, PICO_VOICES, pico_installed, pico_speak
 
-ENGINES = ("espeak-ng", "flite")
+ENGINES = ("espeak-ng", "flite", "pico")
 INSTALL_HINT = "apt-get install espeak-ng flite"
 
 # espeak-ng's own default of 175 words per minute is hard to follow; at about 130 it is recognised markedly better
@@ -58,7 +59,12 @@ class Voice:
 
 
 def require_engine(engine: str) -> str:
-    """Path of the `engine` program, or `EngineMissingError` saying how to install it."""
+    """Path of the `engine` program (pico: the name of its Python package), or `EngineMissingError` saying how to
+    install it."""
+    if engine == "pico":
+        if not pico_installed():
+            raise EngineMissingError(f"pico is not installed; install it with: {PICO_INSTALL_HINT}")
+        return "ttspico"
     path = shutil.which(engine)
     if path is None:
         raise EngineMissingError(f"{engine} is not installed; install it with: {INSTALL_HINT}")
@@ -69,6 +75,8 @@ def require_engine(engine: str) -> str:
 def available_voices(engine: str) -> frozenset[str]:
     """Voice names `engine` knows: flite voices, or espeak-ng languages and variants (combined as "lang+variant")."""
     exe = require_engine(engine)
+    if engine == "pico":
+        return PICO_VOICES
     if engine == "flite":
         out = subprocess.run([exe, "-lv"], capture_output=True, text=True, check=True).stdout
         return frozenset(out.split(":", 1)[1].split())
@@ -94,7 +102,8 @@ def check_voice(voice: Voice) -> None:
 
 
 def engine_args(voice: Voice, speed: float, pitch: float) -> list[str]:
-    """Command-line options that make `voice` speak at relative `speed` and `pitch` (no text, no output)."""
+    """Command-line options that make `voice` speak at relative `speed` and `pitch` (no text, no output; espeak-ng
+    and flite only, pico runs in process)."""
     if voice.engine == "espeak-ng":
         p = min(99, max(0, round(ESPEAK_PITCH * pitch)))
         return ["-v", voice.name, "-s", str(round(ESPEAK_WPM * speed)), "-p", str(p)]
@@ -108,6 +117,9 @@ def engine_args(voice: Voice, speed: float, pitch: float) -> list[str]:
 def synthesize(voice: Voice, text: str, *, speed: float = 1.0, pitch: float = 1.0, rate: int = 16000) -> np.ndarray:
     """Speak `text` with `voice`; float32 mono audio at `rate` (resampled from the engine's own rate)."""
     exe = require_engine(voice.engine)
+    if voice.engine == "pico":
+        audio, own_rate = pico_speak(voice.name, text, speed=speed, pitch=pitch)
+        return resample(audio, own_rate, rate)
     with tempfile.TemporaryDirectory(prefix="esc-tts-") as tmp:
         wav = Path(tmp) / "speech.wav"
         if voice.engine == "espeak-ng":
