@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from run_helpers import CONF
 from safetensors.torch import load_file
 
-from esc.augment import AugmentConfig, augment_batch, mask, stretch
+from esc.augment import AugmentConfig, augment_batch, low_shelf, mask, stretch
 from esc.models.base import CheckpointError
 from esc.models.registry import build_adapter
 from esc.train import accuracy_by_voice, train
@@ -120,6 +120,27 @@ def test_frequency_augmentation_leaves_waveforms_and_masks_alone():
     sped = augment_batch(waves, AugmentConfig(speed=0.5), torch.Generator().manual_seed(0))
     assert not torch.equal(sped["input_values"], waves["input_values"])
     assert torch.equal(sped["attention_mask"], waves["attention_mask"])
+
+
+def test_low_shelf_moves_the_low_band_against_the_high_one_and_keeps_the_level():
+    t = torch.arange(16000, dtype=torch.float64) / 16000
+    tone = lambda hz: torch.sin(2 * torch.pi * hz * t)  # noqa: E731
+    x = (tone(100) + tone(3000)).float().repeat(64, 1)
+    out = low_shelf(x, 12.0, torch.Generator().manual_seed(0))
+
+    def amplitude(y, hz):
+        return torch.fft.rfft(y.double(), dim=1).abs()[:, hz] / 8000  # 1-s clips: bin k is k Hz
+
+    # The level is renormalised, so the shelf shows in the ratio of the two tones.
+    change_db = 20 * torch.log10((amplitude(out, 100) / amplitude(out, 3000)) / (amplitude(x, 100) / amplitude(x, 3000)))
+    assert change_db.abs().max() <= 12.0 + 1e-3 and change_db.max() > 6 and change_db.min() < -6
+    assert torch.allclose(out.std(1), x.std(1), rtol=1e-4) and torch.allclose(out.mean(1), x.mean(1), atol=1e-5)
+    spectrograms = _spectrograms()
+    untouched = augment_batch(spectrograms, AugmentConfig(low_shelf=12.0), torch.Generator().manual_seed(0))
+    assert torch.equal(untouched["input_values"], spectrograms["input_values"])  # waveforms only
+    waves = {"input_values": x[:2]}
+    assert not torch.equal(augment_batch(waves, AugmentConfig(low_shelf=12.0), torch.Generator())["input_values"],
+                           waves["input_values"])
 
 
 def test_stretch_reads_scaled_positions():
