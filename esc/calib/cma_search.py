@@ -17,15 +17,16 @@ same scales and a resumed run continues exactly where the killed one stopped (no
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cma
 import numpy as np
+
+# Checkpoints pickled before search_state.py existed name these classes in this module; the import keeps them loadable.
+from esc.calib.search_state import SearchState, _Gaussian, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -77,42 +78,6 @@ class SearchSettings:
         return self
 
 
-class _Gaussian:
-    """`randn(*shape)` for CMA-ES from a private Generator, so its state pickles with the strategy."""
-
-    def __init__(self, seed: np.random.SeedSequence):
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, *shape: int) -> np.ndarray:
-        return self.rng.standard_normal(shape)
-
-
-@dataclass
-class SearchState:
-    """Everything a resumed search needs; pickled whole into the checkpoint after every generation."""
-
-    fingerprint: np.ndarray  # the local start this search refines; a resume must match it
-    es: cma.CMAEvolutionStrategy
-    subset_rng: np.random.Generator
-    start_f: float
-    best_x: np.ndarray  # best candidate scored on all batches (the start until one beats it)
-    best_f: float
-    last_best_x: np.ndarray | None = None  # best of the latest generation on its own batches
-    generation: int = 0
-    evaluations: int = 1
-    history: list[dict] = field(default_factory=list)
-    val_start_f: float | None = None  # validation fitness of the local start (None: no validation batches)
-    val_best_x: np.ndarray | None = None  # the candidate with the lowest validation fitness so far
-    val_best_f: float | None = None
-    stale: int = 0  # generations since the validation fitness last improved
-    snapshots: list[np.ndarray] = field(default_factory=list)  # the solution after each generation
-
-    @property
-    def solution(self) -> np.ndarray:
-        """The scales to use: the best on validation when there is validation, else the best on the fitness."""
-        return self.best_x if self.val_best_x is None else self.val_best_x
-
-
 class _Pools:
     """Which calibration batches the fitness uses (`train`) and which only judge candidates (`validation`)."""
 
@@ -142,21 +107,6 @@ def _new_state(objective: Objective, dim: int, settings: SearchSettings, fingerp
         state.val_best_x = np.zeros(dim)
         state.evaluations += 1
     return state
-
-
-def _load(path: Path, fingerprint: np.ndarray) -> SearchState:
-    state = pickle.loads(path.read_bytes())
-    if state.fingerprint.shape != fingerprint.shape or not np.array_equal(state.fingerprint, fingerprint):
-        raise ValueError(f"{path}: this checkpoint was made for other quantizers or other local scales; "
-                         "remove it or set resume=false")
-    return state
-
-
-def _save(path: Path, state: SearchState) -> None:
-    # Write beside the target and rename: a run killed mid-write leaves the previous checkpoint intact.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(state))
-    os.replace(tmp, path)
 
 
 def _uses_subsets(settings: SearchSettings, n_batches: int) -> bool:
@@ -214,7 +164,7 @@ def run_search(objective: Objective, dim: int, n_batches: int, settings: SearchS
     pools = _Pools(n_batches, settings)
     path = Path(settings.checkpoint_dir) / CHECKPOINT_NAME if settings.checkpoint_dir else None
     if settings.resume and path.exists():
-        state = _load(path, fingerprint)
+        state = load_state(path, fingerprint)
         log.info("esc: resuming from %s at generation %d", path, state.generation)
     else:
         state = _new_state(objective, dim, settings, fingerprint, pools)
@@ -248,7 +198,7 @@ def run_search(objective: Objective, dim: int, n_batches: int, settings: SearchS
         log.info("esc gen %(generation)d: best %(best).6g mean %(mean).6g spread %(spread).3g "
                  "incumbent %(incumbent).6g sigma %(sigma).3g, %(evals_per_s).2f evals/s", entry)
         if path is not None:
-            _save(path, state)
+            save_state(path, state)
     log.info("esc: stopped (%s) after %d generations", reason, state.generation)
     finalists = [state.es.result.xfavorite] + ([state.last_best_x] if _uses_subsets(settings, pools.n_train) else [])
     for x in finalists:
