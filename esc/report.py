@@ -20,11 +20,12 @@ from pathlib import Path
 from statistics import mean, stdev
 
 import matplotlib
+from omegaconf import OmegaConf
 
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from esc.results import find_results, read_json, write_atomic  # noqa: E402
+from esc.results import CALIBRATION_ONLY_KEYS, find_results, read_json, write_atomic  # noqa: E402
 
 
 def _row_options(run: dict) -> dict:
@@ -34,6 +35,18 @@ def _row_options(run: dict) -> dict:
     options = {k: v for k, v in run.get("calibrator_options", {}).items() if k != "seed"}
     options.update({k: v for k, v in run.get("calibration_options", {}).items() if k != "calibration_seed"})
     return options
+
+
+def read_run(path: Path) -> dict:
+    """One run's results.json; a run written before results recorded `calibration_options` gets them from the
+    resolved `config.yaml` beside it (its dataset's calibration keys), so it is not pooled with runs on other
+    calibration sets."""
+    run = read_json(path)
+    config = path.parent / "config.yaml"
+    if "calibration_options" not in run and config.is_file():
+        dataset = OmegaConf.to_container(OmegaConf.load(config)).get("dataset") or {}
+        run["calibration_options"] = {k: v for k, v in dataset.items() if k in CALIBRATION_ONLY_KEYS}
+    return run
 
 
 def calibrator_labels(runs: Sequence[dict]) -> list[str]:
@@ -177,7 +190,7 @@ def report(folder: str | Path, out: str | Path | None = None) -> dict[str, Path]
     paths = find_results(folder)
     if not paths:
         raise FileNotFoundError(f"no results.json below {folder}")
-    runs = [read_json(p) for p in paths]
+    runs = [read_run(p) for p in paths]
     table_list = tables(runs)
     out = Path(out or folder)
     written = {"markdown": write_atomic(out / "report.md", markdown(table_list) + "\n" + details_markdown(runs)),

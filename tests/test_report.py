@@ -1,12 +1,14 @@
 """A 2x2 sweep through the CLI, its report, and a re-run of the sweep that computes nothing."""
 
 import csv
+import json
 
 import pytest
 import torch
+import yaml
 
 from audio_folders import write_folder
-from esc.report import calibrator_labels, report
+from esc.report import calibrator_labels, read_run, report
 from run_helpers import run_cli
 
 SWEEP = ("-m", "model=ast_tiny", "dataset=folder", "logger=csv", "calibrator=percentile",
@@ -75,6 +77,24 @@ def test_calibration_sets_of_other_sizes_are_rows_of_their_own_but_their_draws_a
 
     labels = calibrator_labels([run(128, 0), run(128, 1), run(512, 0)])
     assert labels == ["mse (calibration_size=128)"] * 2 + ["mse (calibration_size=512)"]
+
+
+def test_runs_without_calibration_options_take_them_from_their_config(sweep, tmp_path):
+    root, _ = sweep
+    recorded = next((root / "out").rglob("results.json"))
+    old = json.loads(recorded.read_text())
+    expected = old.pop("calibration_options")
+    for size in (128, 512):
+        run_dir = tmp_path / str(size)
+        run_dir.mkdir()
+        (run_dir / "results.json").write_text(json.dumps(old))
+        config = yaml.safe_load((recorded.parent / "config.yaml").read_text())
+        config["dataset"]["calibration_size"] = size
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = [read_run(tmp_path / str(size) / "results.json") for size in (128, 512)]
+    assert runs[0]["calibration_options"] == {**expected, "calibration_size": 128}
+    assert calibrator_labels(runs) == [f"{old['calibrator']} (calibration_size={n})" for n in (128, 512)]
+    assert read_run(recorded) == json.loads(recorded.read_text())  # recorded options are kept as they are
 
 
 def test_report_of_an_empty_folder_fails(tmp_path):
