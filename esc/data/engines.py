@@ -2,7 +2,7 @@
 
 All engines are deterministic (same arguments, byte-identical audio), so a synthetic set is reproducible from its
 metadata alone. Speed and pitch are relative factors (1.0 = the voice's natural rate and pitch) so one metadata
-column means the same thing for both engines; `engine_args` shows how each engine receives them.
+column means the same thing for every engine; `engine_args` shows how each engine receives them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# ttspico's languages; the keyword and sentence sets use the English ones.
+# ttspico's languages (English: en-US and en-GB; the built-in speech sets use none of them).
 PICO_VOICES = frozenset({"en-US", "en-GB", "de-DE", "es-ES", "fr-FR", "it-IT"})
 PICO_INSTALL_HINT = "pip install ttspico (it compiles SVOX Pico, so it needs a C compiler)"
 # Pico takes speed ("rate") and pitch as percentages of the voice's own and refuses values outside these.
