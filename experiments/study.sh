@@ -141,9 +141,9 @@ case $part in
     kws512="model=wav2vec2_kws $kws_data dataset.calibration_size=512"
     esc512="calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8"
     run threads=1 $kws512 calibrator=mse quant=w8a4 seed=0,1,2,3,4
-    run threads=1 $kws512 calibrator=mse quant=w8a8 seed=0,1,2
+    run threads=1 $kws512 calibrator=mse quant=w8a8 seed=0,1,2,3,4
     run threads=1 $kws512 $esc512 quant=w8a4 seed=0,1,2,3,4
-    run threads=1 $kws512 $esc512 quant=w8a8 seed=0,1,2
+    run threads=1 $kws512 $esc512 quant=w8a8 seed=0,1,2,3,4
     run threads=1 $kws512 $esc512 calibrator.fitness=task_loss quant=w8a8 seed=0,1,2  # the labels' loss as fitness
     run threads=1 $kws512 calibrator=mse quant=w8a4 seed=0,1,2,3,4 ptq=bias_correction
     run threads=1 $kws512 $esc512 quant=w8a4 seed=0,1,2,3,4 ptq=bias_correction
