@@ -36,9 +36,23 @@ def _plain(cfg: DictConfig, key: str) -> object:
     return OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], DictConfig) else cfg[key]
 
 
+# Settings added after runs existed, with the value that reproduces those runs: at that value a setting is left out
+# of the config id, so the earlier runs' folders stay the folders of the same settings (a re-run sweep skips them).
+ID_NEUTRAL = {"calibrator": {"start_bias_correction": False}}
+
+
 def config_id(cfg: DictConfig) -> str:
-    """Hash of the result-deciding settings (`RESULT_KEYS`) of a composed run config."""
-    return digest({key: _plain(cfg, key) for key in RESULT_KEYS if key in cfg})
+    """Hash of the result-deciding settings (`RESULT_KEYS`) of a composed run config, settings at their
+    `ID_NEUTRAL` value left out."""
+    parts = {}
+    for key in RESULT_KEYS:
+        if key not in cfg:
+            continue
+        value, neutral = _plain(cfg, key), ID_NEUTRAL.get(key, {})
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if not (k in neutral and v == neutral[k])}
+        parts[key] = value
+    return digest(parts)
 
 
 def fp_cache_path(cfg: DictConfig) -> Path:

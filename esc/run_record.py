@@ -12,14 +12,19 @@ from esc.results import RESULTS, write_atomic, write_json
 
 
 def record_search(calibrator, run_dir: Path, logger) -> dict | None:
-    """For calibrators that search (ESC): the local step's per-block report (`local_search.json`), the
-    per-generation history to the logger and `search_history.json`, the convergence plot, and a summary for
-    results.json. None for one-shot calibrators."""
+    """For calibrators that search (ESC): the local step's per-block report (`local_search.json`), the start's
+    bias correction (`start_bias_correction.json`), the per-generation history to the logger and
+    `search_history.json`, the convergence plot, and a summary for results.json. None for one-shot calibrators."""
     summary = {}
     local = getattr(calibrator, "local_report", None)
     if local:  # the block step: per-block reconstruction errors, before and after
         write_json(run_dir / "local_search.json", local)
         summary.update(local_blocks=len(local), local_seconds=sum(r["seconds"] for r in local.values()))
+    start_bias = getattr(calibrator, "start_bias_report", None)
+    if start_bias:  # ESC's bias correction of its local start: per-layer offsets, kept or not, calibration KL
+        write_json(run_dir / "start_bias_correction.json", start_bias)
+        summary.update(start_bias_kl=[start_bias["kl_before"], start_bias["kl_after"]],
+                       start_bias_kept=sum(r["kept"] for r in start_bias["layers"].values()))
     history = getattr(calibrator, "history", None)
     if not history:  # a budget that allows no generation still records its local step
         return summary or None

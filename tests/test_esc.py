@@ -254,3 +254,28 @@ def test_population_chunk_and_local_max_batches_reach_the_code(monkeypatch):
             local_max_batches=1)
     assert set(tiled) == {3, 2}  # QUICK's popsize 8 in chunks of 3
     assert captured and set(captured) == {1}  # one of the three calibration batches kept per block
+
+
+def test_start_bias_correction_is_what_the_search_starts_from():
+    adapter, batches, loop = tiny("ast_tiny", n_batches=4)
+    plain = ESCCalibrator(**QUICK, validation_batches=1)
+    plain.bind(adapter, batches)
+    plain.calibrate(adapter.model, loop)
+    corrected_adapter, _, corrected_loop = tiny("ast_tiny", n_batches=4)
+    corrected = ESCCalibrator(**QUICK, validation_batches=1, start_bias_correction=True)
+    corrected.bind(corrected_adapter, batches)
+    corrected.calibrate(corrected_adapter.model, corrected_loop)
+    report = corrected.start_bias_report
+    assert report["batches"] == 3  # the fitness batches; the validation batch stays unseen
+    assert any(r["kept"] for r in report["layers"].values())
+    # the guard keeps only what lowers the KL on the fitness batches, and the search starts from that model
+    assert report["kl_after"] < report["kl_before"] == pytest.approx(plain.start_fitness, rel=1e-6)
+    assert corrected.start_fitness == pytest.approx(report["kl_after"], rel=1e-6)
+    assert corrected.best_fitness <= corrected.start_fitness
+
+
+def test_start_bias_correction_needs_the_bound_model():
+    adapter, batches, loop = tiny("ast_tiny")
+    calibrator = ESCCalibrator(**QUICK, start_bias_correction=True)
+    with pytest.raises(ValueError, match="start_bias_correction needs bind"):
+        calibrator.calibrate(adapter.model, loop, fitness=make_fitness(adapter, batches, "kl"))

@@ -1,5 +1,6 @@
 """Every option of every config group of `esc.run` composes and builds its objects; bad choices fail clearly."""
 
+import copy
 from pathlib import Path
 
 import datasets
@@ -9,7 +10,7 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from audio_folders import write_folder
 from esc.data.bundled import BUNDLED
@@ -175,6 +176,16 @@ def test_config_id_follows_result_settings_only():
     assert base == config_id(compose_run("calibrator=percentile", "logger=csv", "threads=1"))
     assert base != config_id(compose_run("calibrator=percentile", "calibrator.percentile=99.0"))
     assert base != config_id(compose_run("calibrator=percentile", "seed=1"))
+
+
+def test_settings_added_later_keep_earlier_ids_at_their_neutral_value():
+    esc = compose_run("calibrator=esc")
+    assert esc.calibrator.start_bias_correction is False
+    without_the_key = copy.deepcopy(esc)
+    with open_dict(without_the_key.calibrator):  # as composed before the setting existed
+        del without_the_key.calibrator["start_bias_correction"]
+    assert config_id(esc) == config_id(without_the_key)
+    assert config_id(esc) != config_id(compose_run("calibrator=esc", "calibrator.start_bias_correction=true"))
 
 
 def test_folder_dataset_builds(tmp_path, ast_adapter):

@@ -150,6 +150,17 @@ def test_local_step_alone_is_recorded(tmp_path):
     assert (tmp_path / "run" / "local_search.json").is_file()
 
 
+def test_start_bias_correction_reaches_the_run_and_is_recorded(tmp_path):
+    cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
+                      "calibrator=esc", "calibrator.max_generations=1", "calibrator.popsize=4", "quant=w8a4",
+                      "calibrator.start_bias_correction=true", "logger=csv", f"out_dir={tmp_path / 'out'}")
+    search = run_experiment(cfg, tmp_path / "run")["search"]
+    before, after = search["start_bias_kl"]
+    assert after <= before and search["start_fitness"] == pytest.approx(after, rel=1e-6)
+    report = json.loads((tmp_path / "run" / "start_bias_correction.json").read_text())
+    assert sum(r["kept"] for r in report["layers"].values()) == search["start_bias_kept"]
+
+
 def test_budget_curve_scores_the_search_as_it_stood_at_each_budget(tmp_path):
     common = ("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}", "quant=w8a4",
               "logger=csv", f"out_dir={tmp_path / 'out'}")

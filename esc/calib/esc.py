@@ -5,6 +5,9 @@ class is an `MSECalibrator`); with `local_search`, each transformer block's scal
 block's output reconstruction error on cached block inputs (`esc.calib.local_search`). Global step: CMA-ES searches all those scales jointly, as log-multipliers of
 the local solution bounded to [-bound, bound], minimising a task-level fitness of the whole quantized model
 (`esc.calib.fitness`); the best scales found, never worse than the local start, are written to the model.
+With `start_bias_correction`, the local start's layer biases are first corrected (guarded empirical bias correction,
+`esc.ptq.bias_correction`, on the fitness batches), so the search scores every candidate in the corrected model
+rather than leaving the correction to a stage after it that the search never sees.
 Per-token (dynamic) quantizers join the search through their clip ratio (`esc.calib.scale_vector`), starting
 from the configured `clip_ratio`, which every other calibrator keeps.
 Multiplying a scale by m multiplies the clipping range by m and keeps the zero point (asymmetric included).
@@ -40,6 +43,7 @@ from esc.calib.population import BATCHED_FITNESS_KINDS, population_objective
 from esc.calib.scale_vector import ScaleVector
 from esc.calib.stats import ActivationStats
 from esc.models.base import ModelAdapter
+from esc.ptq.bias_correction import BiasCorrection
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,8 @@ class ESCCalibrator(MSECalibrator):
                  diagonal: bool = False, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
                  validation_batches: int = 0, patience: int | None = None, local_search: bool = False,
                  local_evals: int = 60, local_max_batches: int | None = 8, population_batch: bool = False,
-                 population_chunk: int | None = None, num_candidates: int = 256, min_fraction: float = 1e-3,
-                 weight_method: str = "minmax"):
+                 population_chunk: int | None = None, start_bias_correction: bool = False,
+                 num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
@@ -80,13 +84,17 @@ class ESCCalibrator(MSECalibrator):
             raise ValueError(f"esc calibrator: local_evals must be >= 1, got {local_evals}")
         self.local_search, self.local_evals, self.local_max_batches = local_search, local_evals, local_max_batches
         self.local_report: dict[str, dict] = {}
+        self.start_bias_correction = start_bias_correction
+        self.start_bias_report: dict | None = None
         self.fitness: Fitness | None = None
+        self._bound: tuple[ModelAdapter, list[dict]] | None = None
         self._state: SearchState | None = None
         self._scales: ScaleVector | None = None
 
     def bind(self, adapter: ModelAdapter, batches: Sequence[dict]) -> Fitness:
         """Build the configured fitness on the calibration batches (an empty split raises a ValueError)."""
         self.fitness = make_fitness(adapter, batches, self.fitness_kind)
+        self._bound = adapter, list(batches)
         return self.fitness
 
     def calibrate(self, model: nn.Module, forward_loop: ForwardLoop,
@@ -100,6 +108,8 @@ class ESCCalibrator(MSECalibrator):
         if self.local_search:  # the global search then starts from the refined scales
             self.local_report = refine_blocks(model, forward_loop, self.settings, self.local_evals,
                                               self.local_max_batches)
+        if self.start_bias_correction:
+            self.start_bias_report = self._correct_start_bias(model)
         self._scales = scales = ScaleVector(model)
         if len(scales) == 0:
             log.warning("esc: no activation quantizer to search; keeping the local start")
@@ -116,6 +126,19 @@ class ESCCalibrator(MSECalibrator):
         log.info("esc: fitness %.6g -> %.6g; validation %s -> %s", self._state.start_f, self._state.best_f,
                  self._state.val_start_f, self._state.val_best_f)
         return stats
+
+    def _correct_start_bias(self, model: nn.Module) -> dict:
+        """Guarded bias correction of the local start on the batches the fitness minimises (validation batches,
+        which only judge candidates, stay unseen); returns the stage's report."""
+        if self._bound is None or self._bound[0].model is not model:
+            raise ValueError("esc calibrator: start_bias_correction needs bind(adapter, batches) for this model")
+        adapter, batches = self._bound
+        fitness_batches = batches[: len(batches) - self.settings.validation_batches]
+        report = BiasCorrection(guard=True).after_calibration(adapter, fitness_batches)
+        log.info("esc: start bias correction kept %d of %d layers; calibration KL %.6g -> %.6g",
+                 sum(r["kept"] for r in report["layers"].values()), len(report["layers"]), report["kl_before"],
+                 report["kl_after"])
+        return report
 
     @property
     def history(self) -> list[dict]:
@@ -167,3 +190,4 @@ class ESCCalibrator(MSECalibrator):
         self._state = None
         self._scales = None
         self.local_report = {}
+        self.start_bias_report = None
