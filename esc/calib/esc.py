@@ -4,7 +4,8 @@ Local step: every static activation quantizer gets its MSE-optimal range from th
 class is an `MSECalibrator`); with `local_search`, each transformer block's scales are then refined against the
 block's output reconstruction error on cached block inputs (`esc.calib.local_search`). Global step: CMA-ES
 searches all those scales jointly, as log-multipliers of the local solution bounded to [-bound, bound], minimising
-a task-level fitness of the whole quantized model (`esc.calib.fitness`); the best scales found, never worse than the local start, are written to the model.
+a task-level fitness of the whole quantized model (`esc.calib.fitness`); the best scales found, never worse than
+the local start, are written to the model.
 With `start_bias_correction`, the local start's layer biases are first corrected (guarded empirical bias correction,
 `esc.ptq.bias_correction`, on the fitness batches), so the search scores every candidate in the corrected model
 rather than leaving the correction to a stage after it that the search never sees.
