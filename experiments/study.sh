@@ -147,6 +147,7 @@ case $part in
     run threads=1 $kws512 $esc512 calibrator.fitness=task_loss quant=w8a8 seed=0,1,2  # the labels' loss as fitness
     run threads=1 $kws512 calibrator=mse quant=w8a4 seed=0,1,2,3,4 ptq=bias_correction
     run threads=1 $kws512 $esc512 quant=w8a4 seed=0,1,2,3,4 ptq=bias_correction
+    run threads=1 $kws512 $esc512 calibrator.start_bias_correction=true quant=w8a4 seed=0,1,2,3,4 ptq=bias_correction
     # how much CMA-ES's own sampling spreads: one calibration draw (seed 0), three sampling seeds
     run threads=1 model=ast_kws $kws quant=w8a4 seed=0 calibrator=esc calibrator.seed=0,1,2 \
         calibrator.validation_batches=2 calibrator.population_batch=true
