@@ -130,7 +130,11 @@ case $part in
   keywords_360)  # a first look at the checkpoints trained on 360 clips per word: W8A8 and W8A4, MSE and ESC
     run threads=1 model=ast_kws_360,wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
     run threads=1 model=ast_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_kws
-    run threads=1 model=wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v ;;
+    run threads=1 model=wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
+    # W8A8 with 512 calibration clips, as keywords_esc (CMA-ES's sampling seed following the run's)
+    run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
+        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8 ;;
   keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
