@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from esc.results import CALIBRATION_ONLY_KEYS, find_results, read_json, write_atomic  # noqa: E402
+from esc.results import calibration_options, find_results, read_json, write_atomic  # noqa: E402
 
 
 def _row_options(run: dict) -> dict:
@@ -45,7 +45,7 @@ def read_run(path: Path) -> dict:
     config = path.parent / "config.yaml"
     if "calibration_options" not in run and config.is_file():
         dataset = OmegaConf.to_container(OmegaConf.load(config)).get("dataset") or {}
-        run["calibration_options"] = {k: v for k, v in dataset.items() if k in CALIBRATION_ONLY_KEYS}
+        run["calibration_options"] = calibration_options(dataset)
     return run
 
 

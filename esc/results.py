@@ -55,6 +55,12 @@ def config_id(cfg: DictConfig) -> str:
     return digest(parts)
 
 
+def calibration_options(dataset: Mapping) -> dict:
+    """Which calibration clips a resolved dataset config draws (its `CALIBRATION_ONLY_KEYS`), as results.json
+    records them."""
+    return {k: v for k, v in dataset.items() if k in CALIBRATION_ONLY_KEYS}
+
+
 def fp_cache_path(cfg: DictConfig) -> Path:
     """Where the FP evaluation of this model on this evaluation split is cached (shared by every quant setting)."""
     dataset = {k: v for k, v in _plain(cfg, "dataset").items() if k not in CALIBRATION_ONLY_KEYS}
