@@ -27,13 +27,13 @@ def compose_train(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-def train_tiny(tmp_path, *overrides: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Two epochs of `ast_tiny` on a tiny folder; the metrics and the saved weights."""
+def train_tiny(tmp_path, *overrides: str, model: str = "ast_tiny") -> tuple[dict, dict[str, torch.Tensor]]:
+    """Two epochs of `model` on a tiny folder; the metrics and the saved weights."""
     data = tmp_path / "data"
     if not data.exists():
         write_folder(data, n_calibration=8, n_evaluation=4)
     out = tmp_path / "out"
-    cfg = compose_train("model=ast_tiny", f"dataset.path={data}", "epochs=2", "batch_size=4", "threads=1",
+    cfg = compose_train(f"model={model}", f"dataset.path={data}", "epochs=2", "batch_size=4", "threads=1",
                         f"out={out}", f"score_on.asterisk={data / 'evaluation'}", *overrides)
     return train(cfg, command="python -m esc.train ..."), load_file(out / "model.safetensors")
 
@@ -84,6 +84,13 @@ def test_training_keys_reach_the_code(tmp_path, override):
     _, plain = train_tiny(tmp_path, *NO_AUGMENT)
     _, changed = train_tiny(tmp_path, *NO_AUGMENT, override, "augment.time_mask_width=0.3")
     assert not torch.equal(plain["classifier.dense.weight"], changed["classifier.dense.weight"])
+
+
+def test_low_shelf_reaches_waveform_training(tmp_path):
+    _, plain = train_tiny(tmp_path, *NO_AUGMENT, model="wav2vec2_kws_tiny")
+    _, changed = train_tiny(tmp_path, *NO_AUGMENT, "augment.low_shelf=12", model="wav2vec2_kws_tiny")
+    assert plain.keys() == changed.keys()
+    assert any(not torch.equal(plain[k], changed[k]) for k in plain)
 
 
 def test_train_config_augment_keys_are_the_augment_fields():
