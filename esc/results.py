@@ -38,21 +38,21 @@ def _plain(cfg: DictConfig, key: str) -> object:
 
 # Settings added after runs existed, with the value that reproduces those runs: at that value a setting is left out
 # of the config id, so the earlier runs' folders stay the folders of the same settings (a re-run sweep skips them).
-ID_NEUTRAL = {"calibrator": {"start_bias_correction": False}}
+ID_NEUTRAL = {"calibrator": {"start_bias_correction": False}, "model": {"highpass_hz": None}}
+
+
+def _settings(cfg: DictConfig, key: str):
+    """The plain value of `cfg[key]`, settings at their `ID_NEUTRAL` value left out."""
+    value, neutral = _plain(cfg, key), ID_NEUTRAL.get(key, {})
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if not (k in neutral and v == neutral[k])}
+    return value
 
 
 def config_id(cfg: DictConfig) -> str:
     """Hash of the result-deciding settings (`RESULT_KEYS`) of a composed run config, settings at their
     `ID_NEUTRAL` value left out."""
-    parts = {}
-    for key in RESULT_KEYS:
-        if key not in cfg:
-            continue
-        value, neutral = _plain(cfg, key), ID_NEUTRAL.get(key, {})
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if not (k in neutral and v == neutral[k])}
-        parts[key] = value
-    return digest(parts)
+    return digest({key: _settings(cfg, key) for key in RESULT_KEYS if key in cfg})
 
 
 def calibration_options(dataset: Mapping) -> dict:
@@ -64,7 +64,7 @@ def calibration_options(dataset: Mapping) -> dict:
 def fp_cache_path(cfg: DictConfig) -> Path:
     """Where the FP evaluation of this model on this evaluation split is cached (shared by every quant setting)."""
     dataset = {k: v for k, v in _plain(cfg, "dataset").items() if k not in CALIBRATION_ONLY_KEYS}
-    model = {k: v for k, v in _plain(cfg, "model").items() if k not in PLACEMENT_ONLY_KEYS}
+    model = {k: v for k, v in _settings(cfg, "model").items() if k not in PLACEMENT_ONLY_KEYS}
     key = digest({"model": model, "dataset": dataset})
     return Path(cfg.out_dir) / ".fp_cache" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
 

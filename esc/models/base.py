@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from esc.models.frontend import apply_frontend
+
 
 class CheckpointError(FileNotFoundError):
     """A checkpoint could not be found or loaded; the message says what to provide."""
@@ -51,6 +53,10 @@ class ModelAdapter(ABC):
         self.model = model.eval()
         self.processor = processor
         self.sampling_rate = sampling_rate
+
+    def frontend(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The waveforms as this checkpoint must see them (high-passed when it was trained behind a filter)."""
+        return apply_frontend(self.processor, audios, self.sampling_rate)
 
     @property
     def input_window_samples(self) -> int | None:

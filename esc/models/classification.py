@@ -37,7 +37,7 @@ class ClassificationAdapter(ModelAdapter):
         """Model inputs for a list of waveforms (family specific)."""
 
     def collate(self, audios, targets=None):
-        batch = self.features(audios)
+        batch = self.features(self.frontend(audios))
         if targets is not None:
             batch["labels"] = torch.tensor([self.label_id(t) for t in targets])
         return batch

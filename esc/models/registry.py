@@ -8,6 +8,7 @@ from pathlib import Path
 
 from esc.models.ast import ASTAdapter
 from esc.models.base import CheckpointError, ModelAdapter
+from esc.models.frontend import set_highpass
 from esc.models.wav2vec2 import Wav2Vec2ClassificationAdapter, Wav2Vec2CTCAdapter
 from esc.models.whisper import WhisperAdapter
 
@@ -39,13 +40,23 @@ def _labels(cfg: Mapping) -> list[str]:
 
 
 def build_adapter(cfg: Mapping) -> ModelAdapter:
-    """Build from `family`, `task`, `source` (pretrained | bundled | config | ct2), `path`, `config`, `labels`.
+    """Build from `family`, `task`, `source` (pretrained | bundled | config | ct2), `path`, `config`, `labels`,
+    `highpass_hz`.
 
     `source: pretrained` loads `path` (hub id or local directory) with from_pretrained; `source: bundled` loads
     the checkpoint folder `path` shipped under `esc/assets/models/` (trained with esc.train); `source: config`
     builds a random model from the `config` fields (tests, training from scratch); `source: ct2` imports a
-    CTranslate2 Whisper directory (`path`, default the bundled real tiny.en).
+    CTranslate2 Whisper directory (`path`, default the bundled real tiny.en). `highpass_hz` (esc.models.frontend):
+    null keeps the checkpoint's own front-end filter, 0 removes it, a cutoff in Hz puts one in (training a model
+    from a config behind a filter: it is saved with the checkpoint).
     """
+    adapter = _build(cfg)
+    set_highpass(adapter.processor, cfg.get("highpass_hz"), adapter.sampling_rate)
+    return adapter
+
+
+def _build(cfg: Mapping) -> ModelAdapter:
+    """The adapter of `cfg` with its checkpoint's own front end (`highpass_hz` is applied by the caller)."""
     key = (cfg.get("family"), cfg.get("task"))
     if key not in ADAPTERS:
         raise ValueError(f"unknown model family/task {key}; valid: {sorted(ADAPTERS)}")

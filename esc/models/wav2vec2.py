@@ -51,7 +51,7 @@ class Wav2Vec2CTCAdapter(ModelAdapter):
         self.tokenizer = tokenizer
 
     def collate(self, audios, targets=None):
-        batch = _features(self.processor, audios, self.sampling_rate)
+        batch = _features(self.processor, self.frontend(audios), self.sampling_rate)
         if targets is not None:
             encoded = self.tokenizer([normalize_text(t) for t in targets], padding=True, return_tensors="pt")
             batch["labels"] = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)

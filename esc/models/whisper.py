@@ -59,7 +59,7 @@ class WhisperAdapter(ModelAdapter):
         return self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
 
     def collate(self, audios, targets=None):
-        features = self.processor.feature_extractor(list(audios), sampling_rate=self.sampling_rate,
+        features = self.processor.feature_extractor(self.frontend(audios), sampling_rate=self.sampling_rate,
                                                     return_tensors="pt")
         batch = {"input_features": features["input_features"]}
         if targets is not None:
