@@ -93,6 +93,14 @@ def test_low_shelf_reaches_waveform_training(tmp_path):
     assert any(not torch.equal(plain[k], changed[k]) for k in plain)
 
 
+def test_a_highpass_front_end_is_trained_behind_and_saved_with_the_checkpoint(tmp_path):
+    _, plain = train_tiny(tmp_path, *NO_AUGMENT)
+    _, filtered = train_tiny(tmp_path, *NO_AUGMENT, "model.highpass_hz=300")
+    assert not torch.equal(plain["classifier.dense.weight"], filtered["classifier.dense.weight"])
+    saved = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert saved["esc_highpass_hz"] == 300.0
+
+
 def test_train_config_augment_keys_are_the_augment_fields():
     assert set(compose_train("dataset.path=x").augment) == {f.name for f in fields(AugmentConfig)}
 
