@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_360_hp|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
@@ -10,7 +10,7 @@
 # Asterisk prompts (PROMPTS, the prompts/ folder of `python -m esc.data.asterisk --out DIR`; PROMPTS_SPLIT, the same
 # with 100 of them moved to a calibration split: `... --out DIR --calibration-prompts 100 --seed 0`).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_360 | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_360 | keywords_360_hp | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -134,6 +134,12 @@ case $part in
     # W8A8 with 512 calibration clips, as keywords_esc (CMA-ES's sampling seed following the run's)
     run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
     run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
+        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8 ;;
+  keywords_360_hp)  # the same look at the wav2vec2 trained behind a 300 Hz high-pass (its checkpoint filters inputs)
+    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
+    run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
         calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8 ;;
   keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
