@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from esc.augment import AugmentConfig, augment_batch, low_shelf, mask, stretch
 from esc.models.base import CheckpointError
+from esc.models.frontend import highpass_cutoff
 from esc.models.registry import build_adapter
 from esc.train import accuracy_by_voice, train
 
@@ -174,12 +175,24 @@ def test_mask_fills_bands_with_the_example_mean():
     assert torch.all(out[changed] == x.mean())
 
 
-def test_bundled_model_loads_and_classifies():
-    adapter = build_adapter(yaml.safe_load((CONF / "model" / "ast_kws.yaml").read_text()))
+BUNDLED_KEYWORD_MODELS = sorted(p.stem for p in (CONF / "model").glob("*_kws*.yaml")
+                                if yaml.safe_load(p.read_text())["source"] == "bundled")
+
+
+@pytest.mark.parametrize("name", BUNDLED_KEYWORD_MODELS)
+def test_bundled_model_loads_and_classifies(name):
+    adapter = build_adapter(yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text()))
     keywords = yaml.safe_load((CONF / "model" / "ast_kws_scratch.yaml").read_text())["labels"]
     assert adapter.labels == keywords and len(keywords) == 35
     predictions = adapter.predict(adapter.collate([tone(i, seconds=1.0) for i in range(3)]))
     assert len(predictions) == 3 and set(predictions) <= set(keywords)
+    # The checkpoint trained behind a front-end filter brings its cutoff; the others have none.
+    assert highpass_cutoff(adapter.processor) == (300.0 if name.endswith("_hp") else None)
+
+
+def test_the_bundled_keyword_models_are_found():
+    assert {"ast_kws", "wav2vec2_kws", "ast_kws_360", "wav2vec2_kws_360", "wav2vec2_kws_360_hp"} <= set(
+        BUNDLED_KEYWORD_MODELS)
 
 
 def test_missing_bundled_model_names_the_bundled_ones():
