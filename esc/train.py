@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -36,9 +37,11 @@ from esc.training import CachedInputs, ClassifierTraining, EpochLog, cache_input
 log = logging.getLogger(__name__)
 
 
-def accuracy_by_voice(split_dir: str | Path, predictions: dict[str, str]) -> dict[str, float] | None:
+def accuracy_by_voice(split_dir: str | Path, predictions: dict[str, str],
+                      correct: Callable[[str, str], bool] = operator.eq) -> dict[str, float] | None:
     """Accuracy per speaker (the metadata's `voice` column, as the generated sets write it) of `predictions`
-    (file name -> label); None when the split's metadata has no such column.
+    (file name -> prediction), a clip counting when `correct(prediction, label)`; None when the split's metadata has
+    no such column.
 
     A held-out-voice mean hides which voice fails; this is what says so."""
     rows = [r for r in read_metadata(split_dir) if Path(r["file_name"]).name in predictions]
@@ -46,7 +49,7 @@ def accuracy_by_voice(split_dir: str | Path, predictions: dict[str, str]) -> dic
         return None
     hits = defaultdict(list)
     for row in rows:
-        hits[row["voice"]].append(predictions[Path(row["file_name"]).name] == row["label"])
+        hits[row["voice"]].append(correct(predictions[Path(row["file_name"]).name], row["label"]))
     return {voice: sum(h) / len(h) for voice, h in sorted(hits.items())}
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -21,6 +20,12 @@ from esc.data.audio import load_audio
 from esc.data.folders import read_metadata
 from esc.metrics import normalize_text
 from esc.models.whisper import WhisperAdapter
+from esc.train import accuracy_by_voice
+
+
+def heard(transcript: str, label: str) -> bool:
+    """Whether `label` is one of the normalised words of `transcript`."""
+    return label in normalize_text(transcript).split()
 
 
 def heard_by_voice(split: Path, batch_size: int = 16) -> tuple[dict[str, float], dict[str, str]]:
@@ -28,19 +33,14 @@ def heard_by_voice(split: Path, batch_size: int = 16) -> tuple[dict[str, float],
     rows = read_metadata(split)
     adapter = WhisperAdapter.from_ct2(None)
     adapter.model.eval()
-    heard, total, transcripts = Counter(), Counter(), {}
+    transcripts = {}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         audios = [load_audio(split / row["file_name"], adapter.sampling_rate) for row in chunk]
         with torch.no_grad():
-            predictions = adapter.predict(adapter.collate(audios))
-        for row, text in zip(chunk, predictions):
-            voice = row.get("voice") or "?"
-            total[voice] += 1
-            heard[voice] += row["label"] in normalize_text(text).split()
-            transcripts[row["file_name"]] = text
-    shares = {voice: heard[voice] / total[voice] for voice in sorted(total)}
-    shares["all"] = sum(heard.values()) / sum(total.values())
+            transcripts |= zip((row["file_name"] for row in chunk), adapter.predict(adapter.collate(audios)))
+    shares = accuracy_by_voice(split, transcripts, correct=heard) or {}
+    shares["all"] = sum(heard(transcripts[row["file_name"]], row["label"]) for row in rows) / len(rows)
     return shares, transcripts
 
 
