@@ -140,7 +140,10 @@ case $part in
     run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
     run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
     run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
-        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8 ;;
+        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8
+    # with guarded bias correction after the calibrator
+    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8 seed=0,1,2 calibrator=mse ptq=bias_correction
+    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8 seed=0,1,2 $esc_w2v ptq=bias_correction ;;
   keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
@@ -202,6 +205,14 @@ case $part in
   sensitivity)  # which quantizer groups cost the fidelity: wav2vec2 at W8A8, Whisper at W8A4
     python -m esc.sensitivity out_dir="$out" threads=2 logger=csv model=wav2vec2_kws $kws quant=w8a8 \
         calibrator=mse eval_batches=8
-    python -m esc.sensitivity out_dir="$out" threads=2 logger=csv quant=w8a4 calibrator=mse eval_batches=1 ;;
+    python -m esc.sensitivity out_dir="$out" threads=2 logger=csv quant=w8a4 calibrator=mse eval_batches=1
+    # one group per feature-encoder convolution input, on the 360-clip checkpoints
+    conv_inputs='groups=["*conv_layers.0.conv.input_quantizer","*conv_layers.1.conv.input_quantizer",'
+    conv_inputs+='"*conv_layers.2.conv.input_quantizer","*conv_layers.3.conv.input_quantizer",'
+    conv_inputs+='"*conv_layers.4.conv.input_quantizer"]'
+    for model in wav2vec2_kws_360 wav2vec2_kws_360_hp; do
+      python -m esc.sensitivity out_dir="$out" threads=1 logger=csv model=$model $kws quant=w8a8 calibrator=mse \
+          eval_batches=8 "$conv_inputs"
+    done ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
