@@ -128,8 +128,8 @@ case $part in
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=3,4 $esc_w2v
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=1,2,3,4 calibrator=mse ;;
   keywords_360)  # a first look at the checkpoints trained on 360 clips per word: W8A8 and W8A4, MSE and ESC
-    run threads=1 model=ast_kws_360,wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
-    run threads=1 model=ast_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_kws
+    run threads=1 model=ast_kws_360,ast_kws_360_e80,wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
+    run threads=1 model=ast_kws_360,ast_kws_360_e80 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_kws
     run threads=1 model=wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
     # W8A8 with 512 calibration clips, as keywords_esc (CMA-ES's sampling seed following the run's)
     run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
