@@ -138,6 +138,8 @@ case $part in
   keywords_360_hp)  # the same look at the wav2vec2 trained behind a 300 Hz high-pass (its checkpoint filters inputs)
     run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
     run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
+    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws quant=w8a8 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws quant=w8a8 seed=0,1,2 $esc_w2v
     run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
     run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
         calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8
