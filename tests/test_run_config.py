@@ -20,7 +20,7 @@ from esc.models.base import CheckpointError
 from esc.models.registry import build_adapter
 from esc.quant.model import quantize_model, quantizers
 from esc.quant.placement import Placement
-from esc.results import config_id
+from esc.results import config_id, fp_cache_path
 from run_helpers import CONF, ROOT, compose_run
 
 
@@ -178,14 +178,18 @@ def test_config_id_follows_result_settings_only():
     assert base != config_id(compose_run("calibrator=percentile", "seed=1"))
 
 
-def test_settings_added_later_keep_earlier_ids_at_their_neutral_value():
-    esc = compose_run("calibrator=esc")
-    assert esc.calibrator.start_bias_correction is False
-    without_the_key = copy.deepcopy(esc)
-    with open_dict(without_the_key.calibrator):  # as composed before the setting existed
-        del without_the_key.calibrator["start_bias_correction"]
-    assert config_id(esc) == config_id(without_the_key)
-    assert config_id(esc) != config_id(compose_run("calibrator=esc", "calibrator.start_bias_correction=true"))
+@pytest.mark.parametrize("group, key, changed", [("calibrator", "start_bias_correction", "true"),
+                                                 ("model", "highpass_hz", "300")])
+def test_settings_added_later_keep_earlier_ids_at_their_neutral_value(tmp_path, group, key, changed):
+    cfg = compose_run("calibrator=esc", f"out_dir={tmp_path}")
+    assert cfg[group][key] in (False, None)
+    without_the_key = copy.deepcopy(cfg)
+    with open_dict(without_the_key[group]):  # as composed before the setting existed
+        del without_the_key[group][key]
+    assert config_id(cfg) == config_id(without_the_key)
+    assert fp_cache_path(cfg) == fp_cache_path(without_the_key)
+    changed_cfg = compose_run("calibrator=esc", f"out_dir={tmp_path}", f"{group}.{key}={changed}")
+    assert config_id(cfg) != config_id(changed_cfg)
 
 
 def test_folder_dataset_builds(tmp_path, ast_adapter):
