@@ -140,7 +140,8 @@ case $part in
     run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
     run threads=1 model=wav2vec2_kws_360_hp_e40 $kws quant=w8a8 seed=0,1,2 calibrator=mse
     run threads=1 model=wav2vec2_kws_360_hp_e40 $kws quant=w8a8 seed=0,1,2 $esc_w2v
-    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
+        calibrator=mse
     run threads=1 model=wav2vec2_kws_360_hp_e40 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
         calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8
     run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
