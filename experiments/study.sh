@@ -18,6 +18,11 @@ SENTENCES=${SENTENCES:-/work/gen/sentences400}
 PROMPTS=${PROMPTS:-/work/gen/asterisk/prompts}
 PROMPTS_SPLIT=${PROMPTS_SPLIT:-/work/gen/asterisk_split/prompts}
 run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
+# wav2vec2 W8A8 with 512 calibration clips, MSE and ESC ($esc512), as keywords_esc
+w8a8_512() {
+  run threads=1 "$@" $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
+  run threads=1 "$@" $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 $esc512
+}
 # evaluation on the real prompts, in a folder of its own (their dataset is "folder" too), so their scales files can be found
 run_prompts() { python -m esc.run -m logger=csv out_dir="$out/prompts" dataset=folder dataset.path="$PROMPTS" "$@"; }
 kws_data="dataset=folder dataset.path=$KEYWORDS dataset.batch_size=16"
@@ -32,6 +37,8 @@ esc_kws="$esc calibrator.validation_batches=2 calibrator.population_batch=true"
 # wav2vec2: one forward per candidate (batching the population is slower for it) and 600 evaluations (49 scales:
 # at 150, about 8 generations, the search barely left its start: W8A4 fidelity 0.905 +- 0.094 against 0.804 +- 0.032)
 esc_w2v="$esc calibrator.validation_batches=2 calibrator.max_evals=600"
+# ESC with 512 calibration clips: validation on 8 batches, CMA-ES's sampling seed following the run's
+esc512="calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8"
 log2='model.rules=[{match:"*.probs_quantizer",grid:log2}]'
 sentence_cal="dataset.calibration_split=$SENTENCES/calibration dataset.calibration_size=null"
 # rotation with Whisper's convolutions, queries and keys rotated too; rotation+gptq.yaml lists no stage options, so
@@ -131,22 +138,14 @@ case $part in
     run threads=1 model=ast_kws_360,ast_kws_360_e80,wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
     run threads=1 model=ast_kws_360,ast_kws_360_e80 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_kws
     run threads=1 model=wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
-    # W8A8 with 512 calibration clips, as keywords_esc (CMA-ES's sampling seed following the run's)
-    run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
-    run threads=1 model=wav2vec2_kws_360 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
-        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8 ;;
+    w8a8_512 model=wav2vec2_kws_360 ;;
   keywords_360_hp)  # the same look at the wav2vec2 trained behind a 300 Hz high-pass (its checkpoint filters inputs)
-    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 calibrator=mse
-    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
-    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws quant=w8a8 seed=0,1,2 calibrator=mse
-    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws quant=w8a8 seed=0,1,2 $esc_w2v
-    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
-        calibrator=mse
-    run threads=1 model=wav2vec2_kws_360_hp_e40 $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
-        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8
-    run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 calibrator=mse
-    run threads=1 model=wav2vec2_kws_360_hp $kws_data dataset.calibration_size=512 quant=w8a8 seed=0,1,2 \
-        calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8
+    hp=wav2vec2_kws_360_hp,wav2vec2_kws_360_hp_e40
+    run threads=1 model=$hp $kws quant=w8a8 seed=0,1,2 calibrator=mse
+    run threads=1 model=$hp $kws quant=w8a8 seed=0,1,2 $esc_w2v
+    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a4 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a4 seed=0,1,2 $esc_w2v
+    w8a8_512 model=$hp
     # with guarded bias correction after the calibrator
     run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8 seed=0,1,2 calibrator=mse ptq=bias_correction
     run threads=1 model=wav2vec2_kws_360_hp $kws quant=w8a8 seed=0,1,2 $esc_w2v ptq=bias_correction ;;
@@ -162,7 +161,6 @@ case $part in
     # 512 clips, CMA-ES's sampling seed following the run's (calibrator=esc, not $esc: seed 0 is the same run either
     # way); W8A4 also with guarded bias correction after the calibrator
     kws512="model=wav2vec2_kws $kws_data dataset.calibration_size=512"
-    esc512="calibrator=esc calibrator.max_evals=600 calibrator.validation_batches=8"
     run threads=1 $kws512 calibrator=mse quant=w8a4 seed=0,1,2,3,4
     run threads=1 $kws512 calibrator=mse quant=w8a8 seed=0,1,2,3,4
     run threads=1 $kws512 $esc512 quant=w8a4 seed=0,1,2,3,4
