@@ -10,6 +10,7 @@ HIGHPASS_KEY and read back from there whenever the checkpoint is loaded.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,15 @@ HIGHPASS_KEY = "esc_highpass_hz"
 HIGHPASS_ORDER = 4
 
 
+@lru_cache(maxsize=8)
+def _design(cutoff_hz: float, sampling_rate: int) -> np.ndarray:
+    # One design per cutoff: collate filters every clip of every batch with the same one.
+    return butter(HIGHPASS_ORDER, cutoff_hz, btype="highpass", fs=sampling_rate, output="sos")
+
+
 def highpass(audio: np.ndarray, cutoff_hz: float, sampling_rate: int) -> np.ndarray:
     """`audio` through a causal Butterworth high-pass of order HIGHPASS_ORDER (zero initial state), float32."""
-    sos = butter(HIGHPASS_ORDER, cutoff_hz, btype="highpass", fs=sampling_rate, output="sos")
+    sos = _design(float(cutoff_hz), int(sampling_rate))
     return sosfilt(sos, np.asarray(audio, dtype=np.float64)).astype(np.float32)
 
 
