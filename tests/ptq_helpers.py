@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from esc.models.registry import build_adapter
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from run_helpers import seeded_model
 
 
 class ModuleAdapter:
@@ -80,8 +75,7 @@ def correlated_batches(layer: nn.Module, n_batches: int = 4, seed: int = 0) -> l
 
 def tiny_ast_with_batches(n_batches: int = 2):
     """The tiny AST (seeded weights) and `n_batches` batches of two labelled half-second noise clips."""
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / "ast_tiny.yaml")))
+    adapter = seeded_model("ast_tiny")
     rng = np.random.default_rng(0)
     batches = [adapter.collate([(0.1 * rng.standard_normal(8000)).astype(np.float32) for _ in range(2)],
                                adapter.labels[:2]) for _ in range(n_batches)]

@@ -1,4 +1,5 @@
-"""Composing `esc.run` configs in tests, running the CLI in a subprocess, and loading `experiments/` scripts."""
+"""Composing `esc.run` configs in tests, building seeded models from them, running the CLI in a subprocess, and
+loading `experiments/` scripts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from esc.models.base import ModelAdapter
+from esc.models.registry import build_adapter
 from esc.results import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +26,13 @@ def compose_run(*overrides: str, hydra: bool = False):
     """The composed run config for `overrides`, as `python -m esc.run` would see it."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def seeded_model(name: str, **fields) -> ModelAdapter:
+    """The model config `conf/model/<name>.yaml`, top-level `fields` replaced, built after torch.manual_seed(0)
+    (random weights of a config model are then the same in every test)."""
+    torch.manual_seed(0)
+    return build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml")) | fields)
 
 
 def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

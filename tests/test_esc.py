@@ -16,9 +16,9 @@ from esc.calib.fitness import make_fitness
 from esc.quant.model import quantizers_off
 from esc.calib.mse import MSECalibrator
 from esc.calib.registry import make_calibrator
-from esc.models.registry import build_adapter
 from esc.quant.model import quantize_model, quantizers
 from esc.quant.placement import Placement
+from run_helpers import seeded_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUICK = {"popsize": 8, "max_generations": 3, "sigma0": 0.05}  # improves on the MSE start of ast_tiny (seeds 0-3: -13..-56%)
@@ -27,8 +27,7 @@ QUICK = {"popsize": 8, "max_generations": 3, "sigma0": 0.05}  # improves on the 
 def tiny(model_name: str, n_batches: int = 3):
     """A tiny W8A4-quantized model (4-bit activations leave ESC room to improve), its calibration batches
     (2 random half-second clips each, with targets) and a forward loop over them."""
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
+    adapter = seeded_model(model_name)
     rng = np.random.default_rng(0)
     batches = []
     for _ in range(n_batches):

@@ -19,9 +19,9 @@ from esc.calib.fitness import make_fitness
 from esc.calib.local_search import capture_blocks, find_blocks, refine_blocks
 from esc.calib.mse import MSECalibrator
 from esc.calib.stats import collect_statistics
-from esc.models.registry import build_adapter
 from esc.quant.model import quantize_model, quantizers, quantizers_off
 from esc.quant.placement import Placement
+from run_helpers import seeded_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BLOCKS = {
@@ -42,8 +42,7 @@ def small_histograms(monkeypatch):
 
 def tiny(model_name: str, n_batches: int = 2, calibrate: bool = True):
     """A tiny W4A4 model (MSE start unless `calibrate` is false), its batches and a counting forward loop."""
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
+    adapter = seeded_model(model_name)
     rng = np.random.default_rng(0)
     targets = adapter.labels[:2] if adapter.task == "classification" else ["yes no", "up down"]
     batches = [adapter.collate([(0.1 * rng.standard_normal(8000)).astype(np.float32) for _ in range(2)], targets)

@@ -15,9 +15,9 @@ from esc.calib.scale_vector import ScaleVector
 from esc.calib.fitness import make_fitness
 from esc.calib.mse import MSECalibrator
 from esc.calib.population import population_objective, population_scales, score_population, tile
-from esc.models.registry import build_adapter
 from esc.quant.model import quantize_model
 from esc.quant.placement import Placement
+from run_helpers import seeded_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Asymmetric Linear/Conv inputs: signed activations give non-zero zero points (softmax probabilities,
@@ -40,8 +40,7 @@ def calibrated(model_name: str, preset: str = "w8a8_asym", kind: str = "kl"):
     """A tiny model quantized with `preset` and MSE-calibrated, its fitness on two batches and its scales.
 
     Clips of unequal length, so CTC batches carry padding in their attention mask and Whisper labels -100."""
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
+    adapter = seeded_model(model_name)
     rng = np.random.default_rng(0)
     batches = []
     for _ in range(2):

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from esc.models.frontend import HIGHPASS_KEY, highpass
 from esc.models.registry import build_adapter
+from run_helpers import seeded_model
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 RATE = 16000
-
-
-def tiny(name: str, **overrides):
-    torch.manual_seed(0)
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
-    return build_adapter(cfg | overrides)
 
 
 def two_tones(seconds: float = 1.0) -> np.ndarray:
@@ -44,7 +36,7 @@ def test_highpass_removes_the_low_band_and_keeps_the_high_one():
 
 @pytest.mark.parametrize("name", ["ast_tiny", "wav2vec2_kws_tiny", "wav2vec2_ctc_tiny", "whisper_tiny"])
 def test_the_option_reaches_every_adapter_input(name):
-    plain, filtered = tiny(name), tiny(name, highpass_hz=300)
+    plain, filtered = seeded_model(name), seeded_model(name, highpass_hz=300)
     audio = [two_tones()]
     assert torch.equal(plain.collate(audio)[_input(plain)], plain.collate(audio)[_input(plain)])
     assert not torch.allclose(plain.collate(audio)[_input(plain)], filtered.collate(audio)[_input(plain)], atol=1e-3)
@@ -58,7 +50,7 @@ def _input(adapter) -> str:
 
 
 def test_the_cutoff_is_saved_with_the_checkpoint_and_can_be_overridden(tmp_path):
-    trained = tiny("ast_tiny", highpass_hz=250)
+    trained = seeded_model("ast_tiny", highpass_hz=250)
     trained.model.save_pretrained(tmp_path)
     trained.processor.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "preprocessor_config.json").read_text())[HIGHPASS_KEY] == 250.0
@@ -68,10 +60,10 @@ def test_the_cutoff_is_saved_with_the_checkpoint_and_can_be_overridden(tmp_path)
     kept = build_adapter(source | {"highpass_hz": None})
     assert torch.allclose(kept.forward(batch), trained.forward(batch), atol=1e-6)
     removed = build_adapter(source | {"highpass_hz": 0}).collate([two_tones()])["input_values"]
-    assert torch.equal(removed, tiny("ast_tiny").collate([two_tones()])["input_values"])
+    assert torch.equal(removed, seeded_model("ast_tiny").collate([two_tones()])["input_values"])
 
 
 @pytest.mark.parametrize("cutoff", [-1, 8000, 12000])
 def test_a_cutoff_out_of_range_is_refused_naming_the_option(cutoff):
     with pytest.raises(ValueError, match="model.highpass_hz"):
-        tiny("ast_tiny", highpass_hz=cutoff)
+        seeded_model("ast_tiny", highpass_hz=cutoff)

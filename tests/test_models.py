@@ -1,23 +1,15 @@
 """Model adapters on tiny models built from the configs in conf/model."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from esc.metrics import error_rates, normalize_text
 from esc.models.base import CheckpointError
 from esc.models.registry import build_adapter
+from run_helpers import seeded_model
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 TINY = ["ast_tiny", "wav2vec2_kws_tiny", "wav2vec2_ctc_tiny", "whisper_tiny"]
-
-
-def tiny_adapter(name):
-    torch.manual_seed(0)
-    return build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml")))
 
 
 def waves(n=3, seconds=1.0, seed=0):
@@ -33,7 +25,7 @@ def targets_for(adapter, n=3):
 
 @pytest.mark.parametrize("name", TINY)
 def test_adapter_forward_loss_predict_score(name):
-    adapter = tiny_adapter(name)
+    adapter = seeded_model(name)
     targets = targets_for(adapter)
     batch = adapter.collate(waves(), targets)
     logits = adapter.forward(batch)
@@ -49,7 +41,7 @@ def test_adapter_forward_loss_predict_score(name):
 
 
 def test_whisper_greedy_with_cache_equals_greedy_without_cache():
-    adapter = tiny_adapter("whisper_tiny")
+    adapter = seeded_model("whisper_tiny")
     batch = adapter.collate(waves(2))
     predicted = adapter.predict(batch)
     # Reference: re-run the whole prefix at every step, no cache, same suppression.
@@ -67,7 +59,7 @@ def test_whisper_greedy_with_cache_equals_greedy_without_cache():
 
 
 def test_whisper_labels_align_with_teacher_forcing():
-    adapter = tiny_adapter("whisper_tiny")
+    adapter = seeded_model("whisper_tiny")
     batch = adapter.collate(waves(2), ["hello world", "a much longer sentence here"])
     ids, labels = batch["decoder_input_ids"], batch["labels"]
     for row in range(2):
@@ -79,7 +71,7 @@ def test_whisper_labels_align_with_teacher_forcing():
 
 
 def test_unknown_label_is_named():
-    adapter = tiny_adapter("ast_tiny")
+    adapter = seeded_model("ast_tiny")
     with pytest.raises(ValueError, match="'maybe'"):
         adapter.collate(waves(1), ["maybe"])
 
@@ -97,7 +89,7 @@ def test_unknown_family_lists_valid_ones():
 
 
 def test_pretrained_round_trip(tmp_path):
-    adapter = tiny_adapter("ast_tiny")
+    adapter = seeded_model("ast_tiny")
     adapter.model.save_pretrained(tmp_path)
     adapter.processor.save_pretrained(tmp_path)
     loaded = build_adapter({"family": "ast", "task": "classification", "source": "pretrained", "path": str(tmp_path)})
@@ -115,7 +107,7 @@ def test_normaliser_treats_reference_and_hypothesis_alike():
 
 @pytest.mark.parametrize("name", TINY)
 def test_predict_and_forward_equals_separate_calls(name):
-    adapter = tiny_adapter(name)
+    adapter = seeded_model(name)
     batch = adapter.collate(waves(2), targets_for(adapter, 2))
     predictions, logits = adapter.predict_and_forward(batch)
     assert predictions == adapter.predict(batch)

@@ -15,11 +15,11 @@ from esc.calib.minmax import MinMaxCalibrator
 from esc.calib.mse import MSECalibrator
 from esc.calib.scale_vector import ScaleVector
 from esc.calib.stats import NonFiniteActivationError, TokenClipStats
-from esc.models.registry import build_adapter
 from esc.quant.model import census, load_scales, quantize_model, quantizers, save_scales
 from esc.quant.placement import Placement
 from esc.quant.quantizer import Quantizer
 from esc.quant.spec import QuantSpec
+from run_helpers import seeded_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -74,8 +74,7 @@ def test_population_ratios_reach_each_candidates_rows():
 def tiny_per_token(model_name: str, clip_ratio: float):
     """A tiny model with every Linear/Conv input per token, asymmetric, 4 bits (attention inputs and AST's patch
     embedding input static), and three calibration batches of two random half-second clips."""
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml")))
+    adapter = seeded_model(model_name)
     quant = OmegaConf.to_container(OmegaConf.load(CONF / "quant" / "w8a8.yaml"))
     quant["activation"]["bits"] = 4
     quant["rules"].append({"match": "*.input_quantizer", "granularity": "token", "symmetric": False,

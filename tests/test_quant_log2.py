@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from esc.calib.registry import make_calibrator
-from esc.models.registry import build_adapter
 from esc.quant.model import census, quantize_model, quantizers
 from esc.quant.placement import Placement
 from esc.quant.quantizer import Quantizer
 from esc.quant.spec import QuantSpec
+from run_helpers import seeded_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LOG2_PROBS = {"match": "*.probs_quantizer", "grid": "log2"}
@@ -82,8 +82,7 @@ def test_a_log2_grid_where_it_does_not_fit_is_refused_naming_the_quantizer(kind,
 
 
 def tiny_whisper_with_log2_probs():
-    torch.manual_seed(0)
-    adapter = build_adapter(OmegaConf.to_container(OmegaConf.load(CONF / "model" / "whisper_tiny.yaml")))
+    adapter = seeded_model("whisper_tiny")
     quant = OmegaConf.to_container(OmegaConf.load(CONF / "quant" / "w8a8.yaml"))
     quant["activation"]["bits"] = 4
     quantize_model(adapter.model, Placement.from_config(quant, [LOG2_PROBS]))

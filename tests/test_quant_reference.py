@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn.utils import parametrize
 
-from ptq_helpers import CONF, tiny_ast_with_batches
+from ptq_helpers import tiny_ast_with_batches
+from run_helpers import CONF
 
 from esc.calib.fitness import Fitness
 from esc.calib.registry import make_calibrator
