@@ -8,7 +8,8 @@ axis. A stretch of the waveform is speed perturbation by resampling (speed and p
 spectrogram's time axis is its tempo-only proxy; a stretch of its mel axis moves formants and harmonics up or down,
 a cheap proxy for another speaker's vocal tract and pitch, which is what held-out voices differ in. A waveform can
 also get a random low shelf (its low frequencies boosted or cut), since voices differ in how much of their energy
-sits at the fundamental.
+sits at the fundamental; a spectrogram, its spectral-tilt counterpart: a random straight-line gain in dB across the
+mel axis (a voice whose energy sits low, like flite's slt, is a steeply tilted spectrum).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class AugmentConfig:
     `time_shift`: circular shift up to this fraction of the length; `speed`: time stretch by a factor in
     1 +- speed; `mel_warp`: frequency-axis stretch by a factor in 1 +- mel_warp (spectrograms only);
     `time_masks` / `freq_masks`: how many masks, each up to `time_mask_width` / `freq_mask_width` of the axis;
-    `low_shelf`: gain in +- low_shelf dB below a corner drawn in LOW_SHELF_CORNERS_HZ (waveforms only).
+    `low_shelf`: gain in +- low_shelf dB below a corner drawn in LOW_SHELF_CORNERS_HZ (waveforms only);
+    `tilt`: a gain rising or falling linearly across the mel axis, the highest band up to +- tilt dB against the
+    lowest (log-mel spectrograms only; the input's units per dB are passed to `augment_batch`).
     """
 
     time_shift: float = 0.0
@@ -36,6 +39,7 @@ class AugmentConfig:
     freq_masks: int = 0
     freq_mask_width: float = 0.0
     low_shelf: float = 0.0
+    tilt: float = 0.0
 
 
 WAVEFORM_RATE = 16000  # every adapter's waveform input is 16 kHz audio
@@ -107,8 +111,19 @@ def low_shelf(x: torch.Tensor, max_db: float, generator: torch.Generator) -> tor
     return (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp_min(1e-12) * std + mean
 
 
-def augment_input(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """One float model input `(B, time[, frequency])`, perturbed per example as `cfg` says."""
+def tilt(x: torch.Tensor, max_db: float, units_per_db: float, generator: torch.Generator) -> torch.Tensor:
+    """Each log-mel spectrogram `(B, time, mel)` plus a gain linear in the mel band, from -g/2 dB at the lowest
+    band to +g/2 at the highest, g drawn in +- `max_db` per example (centred, so the mean level stays put)."""
+    n, bands = x.shape[0], x.shape[2]
+    slopes_db = max_db * (2.0 * torch.rand(n, generator=generator) - 1.0)
+    position = torch.linspace(-0.5, 0.5, bands, dtype=x.dtype)
+    return x + (slopes_db.to(x.dtype).view(n, 1, 1) * position.view(1, 1, bands)) * units_per_db
+
+
+def augment_input(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
+                  units_per_db: float | None = None) -> torch.Tensor:
+    """One float model input `(B, time[, frequency])`, perturbed per example as `cfg` says; `units_per_db`: how
+    far one dB of power moves a spectrogram value (needed by `tilt`)."""
     n = x.shape[0]
     if x.dim() == 2 and cfg.low_shelf:  # before the masks, so their flat fill stays flat
         x = low_shelf(x, cfg.low_shelf, generator)
@@ -121,12 +136,18 @@ def augment_input(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     if x.dim() == 3:
         if cfg.mel_warp:
             x = stretch(x, 2, _factors(n, cfg.mel_warp, generator))
+        if cfg.tilt:  # before the frequency masks, so their flat fill stays flat
+            if units_per_db is None:
+                raise ValueError("augment.tilt needs a log-mel input whose units per dB are known; this model's "
+                                 "inputs are not one")
+            x = tilt(x, cfg.tilt, units_per_db, generator)
         if cfg.freq_masks and cfg.freq_mask_width:
             x = mask(x, 2, cfg.freq_masks, cfg.freq_mask_width, generator)
     return x
 
 
-def augment_batch(batch: dict[str, torch.Tensor], cfg: AugmentConfig,
-                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+def augment_batch(batch: dict[str, torch.Tensor], cfg: AugmentConfig, generator: torch.Generator,
+                  units_per_db: float | None = None) -> dict[str, torch.Tensor]:
     """The batch with its float tensors (the model inputs; masks and labels are integer) augmented."""
-    return {k: augment_input(v, cfg, generator) if torch.is_floating_point(v) else v for k, v in batch.items()}
+    return {k: augment_input(v, cfg, generator, units_per_db) if torch.is_floating_point(v) else v
+            for k, v in batch.items()}

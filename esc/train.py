@@ -21,7 +21,9 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import get_ema_avg_fn
 from torch.utils.data import DataLoader
 
 from esc.augment import AugmentConfig
@@ -74,8 +76,20 @@ def score_folder(adapter: ModelAdapter, split_dir: str | Path, batch_size: int) 
     return score_examples(adapter, examples, split_dir, batch_size)
 
 
+def weight_averaging(decay: float) -> list[L.Callback]:
+    """The callbacks that keep an exponential moving average of the weights (none when `decay` is 0).
+
+    Lightning's callback swaps the average in for validation and copies it into the model when training ends, so
+    what is validated and saved is the average. Buffers are not averaged: these models have no batch statistics,
+    and an average of integer buffers (position ids) would be rounded down when copied back."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {decay}")
+    return [WeightAveraging(avg_fn=get_ema_avg_fn(decay), use_buffers=False)] if decay else []
+
+
 def train(cfg: DictConfig, command: str | None = None) -> dict:
     """Train the configured model; return and save the final metrics (with `command`, when given)."""
+    averaging = weight_averaging(cfg.ema_decay)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -93,7 +107,7 @@ def train(cfg: DictConfig, command: str | None = None) -> dict:
                                 AugmentConfig(**cfg.augment), cfg.label_smoothing, cfg.mixup, cfg.seed)
     trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        num_sanity_val_steps=0, deterministic=True, callbacks=[EpochLog()])
+                        num_sanity_val_steps=0, deterministic=True, callbacks=[EpochLog(), *averaging])
     trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - start
     adapter.model.eval()

@@ -63,6 +63,10 @@ class ClassifierTraining(L.LightningModule):
         self.augment, self.label_smoothing, self.mixup = augment or AugmentConfig(), label_smoothing, mixup
         self.generator = torch.Generator().manual_seed(seed)
         self.mixup_rng = np.random.default_rng(seed)  # torch's Beta takes no generator; the global RNG is not ours
+        self.units_per_db = adapter.log_mel_units_per_db
+        if self.augment.tilt and self.units_per_db is None:
+            raise ValueError(f"augment.tilt tilts log-mel spectrograms; the {adapter.family} model's inputs are not "
+                             "one (set augment.tilt=0)")
 
     def on_fit_start(self) -> None:
         # Adapters hold their model in eval mode (for calibration and evaluation); training needs dropout on.
@@ -72,7 +76,7 @@ class ClassifierTraining(L.LightningModule):
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def training_step(self, batch, batch_idx):
-        batch = augment_batch(batch, self.augment, self.generator)
+        batch = augment_batch(batch, self.augment, self.generator, self.units_per_db)
         labels = batch["labels"]
         if self.mixup:
             share = float(self.mixup_rng.beta(self.mixup, self.mixup))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
@@ -16,6 +17,12 @@ class ASTAdapter(ClassificationAdapter):
     def features(self, audios):
         out = self.processor(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt")
         return {"input_values": out["input_values"]}
+
+    @property
+    def log_mel_units_per_db(self) -> float:
+        # Kaldi fbanks are natural-log power; the extractor's normalisation divides them by twice its `std`.
+        per_db = math.log(10) / 10
+        return per_db / (2 * self.processor.std) if self.processor.do_normalize else per_db
 
     @classmethod
     def from_pretrained(cls, source: str, attn_implementation: str = "eager") -> "ASTAdapter":

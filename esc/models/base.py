@@ -59,6 +59,12 @@ class ModelAdapter(ABC):
         return apply_frontend(self.processor, audios, self.sampling_rate)
 
     @property
+    def log_mel_units_per_db(self) -> float | None:
+        """How far one dB of power moves a value of this model's input spectrogram (None: the input is not a
+        log-mel spectrogram this adapter knows the scale of)."""
+        return None
+
+    @property
     def input_window_samples(self) -> int | None:
         """The fixed input length the model always pays for (None: inputs are as long as the audio)."""
         return None
