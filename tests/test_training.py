@@ -10,34 +10,15 @@ import pytest
 import torch
 import yaml
 from audio_folders import LABELS, tone, write_folder
-from hydra import compose, initialize_config_dir
 from run_helpers import CONF
 from safetensors.torch import load_file
+from training_helpers import NO_AUGMENT, compose_train, train_tiny
 
 from esc.augment import AugmentConfig, augment_batch, low_shelf, mask, stretch
 from esc.models.base import CheckpointError
 from esc.models.frontend import highpass_cutoff
 from esc.models.registry import build_adapter
-from esc.train import accuracy_by_voice, train
-
-NO_AUGMENT = [f"augment.{f.name}=0" for f in fields(AugmentConfig)] + ["label_smoothing=0", "mixup=0"]
-
-
-def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
-
-
-def train_tiny(tmp_path, *overrides: str, model: str = "ast_tiny") -> tuple[dict, dict[str, torch.Tensor]]:
-    """Two epochs of `model` on a tiny folder; the metrics and the saved weights."""
-    data = tmp_path / "data"
-    if not data.exists():
-        write_folder(data, n_calibration=8, n_evaluation=4)
-    out = tmp_path / "out"
-    cfg = compose_train(f"model={model}", f"dataset.path={data}", "epochs=2", "batch_size=4", "threads=1",
-                        f"out={out}", f"score_on.asterisk={data / 'evaluation'}", *overrides)
-    return train(cfg, command="python -m esc.train ..."), load_file(out / "model.safetensors")
-
+from esc.train import accuracy_by_voice
 
 def test_training_writes_a_checkpoint_that_loads_as_pretrained(tmp_path):
     metrics, weights = train_tiny(tmp_path)
