@@ -38,7 +38,7 @@ def _plain(cfg: DictConfig, key: str) -> object:
 
 # Settings added after runs existed, with the value that reproduces those runs: at that value a setting is left out
 # of the config id, so the earlier runs' folders stay the folders of the same settings (a re-run sweep skips them).
-ID_NEUTRAL = {"calibrator": {"start_bias_correction": False}, "model": {"highpass_hz": None}}
+ID_NEUTRAL = {"calibrator": {"start_bias_correction": False, "search": None}, "model": {"highpass_hz": None}}
 
 
 def _settings(cfg: DictConfig, key: str):

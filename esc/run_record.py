@@ -37,7 +37,7 @@ def record_search(calibrator, run_dir: Path, logger) -> dict | None:
     calibrator.save_plot(run_dir / "search_convergence.png")
     summary.update(start_fitness=calibrator.start_fitness, best_fitness=calibrator.best_fitness,
                    generations=len(history), evaluations=history[-1]["evaluations"],
-                   evals_per_s=history[-1]["evals_per_s"])
+                   evals_per_s=history[-1]["evals_per_s"], searched_scales=len(calibrator.searched_scales))
     if calibrator.validation is not None:
         summary["start_validation"], summary["chosen_validation"] = calibrator.validation
     return summary

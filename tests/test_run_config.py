@@ -179,7 +179,8 @@ def test_config_id_follows_result_settings_only():
 
 
 @pytest.mark.parametrize("group, key, changed", [("calibrator", "start_bias_correction", "true"),
-                                                 ("model", "highpass_hz", "300")])
+                                                 ("model", "highpass_hz", "300"),
+                                                 ("calibrator", "search", "['*']")])
 def test_settings_added_later_keep_earlier_ids_at_their_neutral_value(tmp_path, group, key, changed):
     cfg = compose_run("calibrator=esc", f"out_dir={tmp_path}")
     assert cfg[group][key] in (False, None)

@@ -126,10 +126,11 @@ def test_esc_run_records_its_search(tmp_path):
     cfg = compose_run("model=ast_tiny", "dataset=folder", f"dataset.path={write_folder(tmp_path / 'kws')}",
                       "calibrator=esc", "calibrator.max_generations=2", "calibrator.popsize=4", "quant=w8a4",
                       "calibrator.local_search=true", "calibrator.local_evals=10", "logger=csv",
-                      f"out_dir={tmp_path / 'out'}")
+                      "calibrator.search=['*.attention.*']", f"out_dir={tmp_path / 'out'}")
     results = run_experiment(cfg, tmp_path / "run")
     search = results["search"]
     assert search["local_blocks"] == 2  # ast_tiny's two transformer blocks
+    assert search["searched_scales"] == 2 * 8  # per block: four projection inputs, four attention matmul inputs
     assert json.loads((tmp_path / "run" / "local_search.json").read_text()).keys() == {
         "audio_spectrogram_transformer.layers.0", "audio_spectrogram_transformer.layers.1"}
     assert results["calibrator"] == "esc" and search["generations"] == 2

@@ -5,7 +5,8 @@ class is an `MSECalibrator`); with `local_search`, each transformer block's scal
 block's output reconstruction error on cached block inputs (`esc.calib.local_search`). Global step: CMA-ES
 searches all those scales jointly, as log-multipliers of the local solution bounded to [-bound, bound], minimising
 a task-level fitness of the whole quantized model (`esc.calib.fitness`); the best scales found, never worse than
-the local start, are written to the model.
+the local start, are written to the model. `search` (globs over quantizer names) narrows the global step to the
+quantizers that matter (e.g. those `esc.sensitivity` ranks first); the others keep their local start.
 With `start_bias_correction`, the local start's layer biases are first corrected (guarded empirical bias correction,
 `esc.ptq.bias_correction`, on the fitness batches), so the search scores every candidate in the corrected model
 rather than leaving the correction to a stage after it that the search never sees.
@@ -41,7 +42,7 @@ from esc.calib.fitness import FITNESS_KINDS, Fitness, make_fitness
 from esc.calib.local_search import refine_blocks
 from esc.calib.mse import MSECalibrator
 from esc.calib.population import BATCHED_FITNESS_KINDS, population_objective
-from esc.calib.scale_vector import ScaleVector
+from esc.calib.scale_vector import ScaleVector, unmatched_globs
 from esc.calib.stats import ActivationStats
 from esc.models.base import ModelAdapter
 from esc.ptq.bias_correction import BiasCorrection
@@ -67,7 +68,7 @@ class ESCCalibrator(MSECalibrator):
                  validation_batches: int = 0, patience: int | None = None, local_search: bool = False,
                  local_evals: int = 60, local_max_batches: int | None = 8, population_batch: bool = False,
                  population_chunk: int | None = None, start_bias_correction: bool = False,
-                 num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+                 search: Sequence[str] | None = None, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
@@ -87,6 +88,10 @@ class ESCCalibrator(MSECalibrator):
         self.local_report: dict[str, dict] = {}
         self.start_bias_correction = start_bias_correction
         self.start_bias_report: dict | None = None
+        if search is not None and (isinstance(search, str) or not search):
+            raise ValueError(f"esc calibrator: search must be a non-empty list of globs over quantizer names (or "
+                             f"null: all), got {search!r}")
+        self.search = None if search is None else list(search)
         self.fitness: Fitness | None = None
         self._bound: tuple[ModelAdapter, list[dict]] | None = None
         self._state: SearchState | None = None
@@ -105,13 +110,17 @@ class ESCCalibrator(MSECalibrator):
         if fitness is None:
             raise ValueError("esc calibrator: no fitness; call bind(adapter, batches) or pass fitness=")
         self._state = None
+        unmatched = unmatched_globs(model, self.search) if self.search is not None else []
+        if unmatched:
+            raise ValueError(f"esc calibrator: search globs {unmatched} match no enabled activation quantizer "
+                             "(`python -m esc.inspect` lists the names)")
         stats = super().calibrate(model, forward_loop)
         if self.local_search:  # the global search then starts from the refined scales
             self.local_report = refine_blocks(model, forward_loop, self.settings, self.local_evals,
                                               self.local_max_batches)
         if self.start_bias_correction:
             self.start_bias_report = self._correct_start_bias(model)
-        self._scales = scales = ScaleVector(model)
+        self._scales = scales = ScaleVector(model, self.search)
         if len(scales) == 0:
             log.warning("esc: no activation quantizer to search; keeping the local start")
             return stats
@@ -122,6 +131,7 @@ class ESCCalibrator(MSECalibrator):
 
         batched = population_objective(fitness, model, scales, self.population_chunk) if self.population_batch \
             else None
+        log.info("esc: searching %d activation scales", len(scales))
         self._state = run_search(objective, len(scales), len(fitness), self.settings, scales.fingerprint(), batched)
         scales.write(self._state.solution)
         log.info("esc: fitness %.6g -> %.6g; validation %s -> %s", self._state.start_f, self._state.best_f,
@@ -140,6 +150,11 @@ class ESCCalibrator(MSECalibrator):
                  sum(r["kept"] for r in report["layers"].values()), len(report["layers"]), report["kl_before"],
                  report["kl_after"])
         return report
+
+    @property
+    def searched_scales(self) -> list[str]:
+        """The names of the quantizers whose scales the last global step searched."""
+        return self._scales.names if self._scales is not None else []
 
     @property
     def history(self) -> list[dict]:

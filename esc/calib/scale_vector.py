@@ -2,9 +2,13 @@
 
 A static quantizer contributes its scale; a per-token (dynamic) one its clip ratio, the fraction of each token's
 range its grid covers (`Quantizer`), so W4A4 presets with per-token inputs still leave every input to the search.
+A search can be narrowed to the quantizers whose names match given globs; the others keep their start.
 """
 
 from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -14,6 +18,17 @@ from esc.quant.model import quantizers
 from esc.quant.quantizer import Quantizer
 
 
+def matches(name: str, globs: Sequence[str] | None) -> bool:
+    """Whether a quantizer name matches one of `globs` (None: every name does)."""
+    return globs is None or any(fnmatch.fnmatchcase(name, g) for g in globs)
+
+
+def unmatched_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
+    """The globs that match no enabled activation quantizer of `model` (a typo would silently search nothing)."""
+    names = [q.name for q in quantizers(model, "activation") if q.enabled]
+    return [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]
+
+
 class ScaleVector:
     """The searched scales: one log-multiplier per calibrated activation quantizer, applied in place.
 
@@ -21,10 +36,16 @@ class ScaleVector:
     to a few hundred scalar copies; weight quantizers and their cached fake-quantized weights are untouched.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, include: Sequence[str] | None = None):
+        """Every enabled, calibrated activation quantizer of `model`; with `include`, only those whose name
+        matches one of its globs."""
         self.quantizers: list[Quantizer] = [q for q in quantizers(model, "activation")
-                                            if q.enabled and q.is_calibrated]
+                                            if q.enabled and q.is_calibrated and matches(q.name, include)]
         self.start = [q.scale.clone() for q in self.quantizers]
+
+    @property
+    def names(self) -> list[str]:
+        return [q.name for q in self.quantizers]
 
     def __len__(self) -> int:
         return len(self.quantizers)
