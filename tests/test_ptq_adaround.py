@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from esc.calib.weights import calibrate_weights
 from esc.ptq.adaround import AdaRound
