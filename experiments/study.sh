@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_360_hp|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_360_hp|keywords_360_w8a8|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
 # (WHISPER_CAL: generated sentences that share no sentence and no voice with the bundled evaluation split), and a
 # generated sentence set (SENTENCES, from `python -m esc.data.tts sentences --n-sentences 400 ...`), and the real
 # Asterisk prompts (PROMPTS, the prompts/ folder of `python -m esc.data.asterisk --out DIR`; PROMPTS_SPLIT, the same
-# with 100 of them moved to a calibration split: `... --out DIR --calibration-prompts 100 --seed 0`).
+# with 100 of them moved to a calibration split: `... --out DIR --calibration-prompts 100 --seed 0`), and
+# KEYWORDS_PICO: the keyword set with Pico's two voices added to its calibration split (`python -m esc.data.tts
+# keywords ... --voices <the 13 built-in> pico:en-US pico:en-GB`; the same evaluation split byte for byte).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_360 | keywords_360_hp | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_360 | keywords_360_hp | keywords_360_w8a8 | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
 SENTENCES=${SENTENCES:-/work/gen/sentences400}
 PROMPTS=${PROMPTS:-/work/gen/asterisk/prompts}
 PROMPTS_SPLIT=${PROMPTS_SPLIT:-/work/gen/asterisk_split/prompts}
+KEYWORDS_PICO=${KEYWORDS_PICO:-/work/gen/keywords_pico}
 run() { python -m esc.run -m logger=csv out_dir="$out" "$@"; }
 # wav2vec2 W8A8 with 512 calibration clips, MSE and ESC ($esc512), as keywords_esc
 w8a8_512() {
@@ -139,6 +142,13 @@ case $part in
     run threads=1 model=ast_kws_360,ast_kws_360_e80 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_kws
     run threads=1 model=wav2vec2_kws_360 $kws quant=w8a8,w8a4 seed=0,1,2 $esc_w2v
     w8a8_512 model=wav2vec2_kws_360 ;;
+  keywords_360_w8a8)  # wav2vec2_kws_360 at W8A8: ESC narrowed to the feature-encoder convolution inputs, and both
+    # calibrators drawing their clips from a calibration split with two more (female HMM) voices
+    conv='calibrator.search=["*conv_layers.*.conv.input_quantizer"]'
+    run threads=1 model=wav2vec2_kws_360 $kws quant=w8a8 seed=0,1,2 $esc_w2v "$conv"
+    pico="dataset=folder dataset.path=$KEYWORDS_PICO dataset.batch_size=16 dataset.calibration_size=128"
+    run threads=1 model=wav2vec2_kws_360 $pico quant=w8a8 seed=0,1,2 calibrator=mse
+    run threads=1 model=wav2vec2_kws_360 $pico quant=w8a8 seed=0,1,2 $esc_w2v ;;
   keywords_360_hp)  # the same look at the wav2vec2 trained behind a 300 Hz high-pass (its checkpoint filters inputs)
     hp=wav2vec2_kws_360_hp,wav2vec2_kws_360_hp_e40
     run threads=1 model=$hp $kws quant=w8a8 seed=0,1,2 calibrator=mse
