@@ -68,7 +68,8 @@ class ESCCalibrator(MSECalibrator):
                  validation_batches: int = 0, patience: int | None = None, local_search: bool = False,
                  local_evals: int = 60, local_max_batches: int | None = 8, population_batch: bool = False,
                  population_chunk: int | None = None, start_bias_correction: bool = False,
-                 search: Sequence[str] | None = None, num_candidates: int = 256, min_fraction: float = 1e-3, weight_method: str = "minmax"):
+                 search: Sequence[str] | None = None, num_candidates: int = 256, min_fraction: float = 1e-3,
+                 weight_method: str = "minmax"):
         super().__init__(num_candidates, min_fraction, weight_method)
         if fitness not in FITNESS_KINDS:
             raise ValueError(f"esc calibrator: unknown fitness {fitness!r}; valid: {FITNESS_KINDS}")
