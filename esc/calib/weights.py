@@ -51,7 +51,8 @@ def calibrate_weights(model: nn.Module, method: str = "minmax", overwrite: bool 
     """
     if method not in WEIGHT_METHODS:
         raise ValueError(f"unknown weight calibration method {method!r}; valid: {WEIGHT_METHODS}")
-    owners = {id(m.weight_quantizer): m for m in model.modules() if isinstance(getattr(m, "weight_quantizer", None), Quantizer)}
+    owners = {id(m.weight_quantizer): m for m in model.modules()
+              if isinstance(getattr(m, "weight_quantizer", None), Quantizer)}
     count = 0
     for q in quantizers(model, "weight"):
         if not q.enabled or (q.is_calibrated and not overwrite):

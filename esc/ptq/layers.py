@@ -4,9 +4,9 @@ Both see a layer as a matrix W of shape (out, columns) (a convolution's weight f
 kernel) applied to input rows X of shape (n, columns) (a convolution's input unfolded into patches), so one
 solver serves Linear, Conv1d and Conv2d. A grouped convolution is `groups` such problems (each group's output
 channels see only its own input channels), solved one by one. Layers are processed in passes over the calibration
-batches: a pass collects the inputs of the next few layers (as many as fit in `budget_mb`, counting columns^2 floats per layer,
-the size of GPTQ's Hessian; at least one layer), solves them, writes their weights, and frees the statistics;
-later passes see the rewritten weights.
+batches: a pass collects the inputs of the next few layers (as many as fit in `budget_mb`, counting columns^2
+floats per layer, the size of GPTQ's Hessian; at least one layer), solves them, writes their weights, and frees the
+statistics; later passes see the rewritten weights.
 """
 
 from __future__ import annotations
