@@ -26,7 +26,7 @@ def matches(name: str, globs: Sequence[str] | None) -> bool:
 def unmatched_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
     """The globs that match no enabled activation quantizer of `model` (a typo would silently search nothing)."""
     names = [q.name for q in quantizers(model, "activation") if q.enabled]
-    return [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]
+    return [g for g in globs if not any(matches(n, [g]) for n in names)]
 
 
 class ScaleVector:
