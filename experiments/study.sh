@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study's sweeps, as run for the README tables (sequential; each finished run is skipped on a re-run).
+# The study's sweeps, as run for the tables of experiments/RESULTS.md (sequential; each finished run is skipped on a re-run).
 #
 #   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_360_hp|keywords_360_w8a8|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
@@ -199,7 +199,7 @@ case $part in
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc calibrator.validation_batches=2 \
         calibrator.max_evals=150 ptq=bias_correction
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 calibrator=mse,percentile ptq=bias_correction seed=0,1,2
-    # the same corrections without the guard (every layer corrected), for the README's comparison
+    # the same corrections without the guard (every layer corrected), for the comparison in RESULTS.md
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 calibrator=minmax,percentile,mse ptq=bias_correction \
         ptq.stages.0.guard=false seed=0,1,2
     run threads=1 model=wav2vec2_kws $kws quant=w8a4 seed=0,1,2 $esc calibrator.validation_batches=2 \
