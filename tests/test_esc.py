@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +279,15 @@ def test_start_bias_correction_needs_the_bound_model():
     calibrator = ESCCalibrator(**QUICK, start_bias_correction=True)
     with pytest.raises(ValueError, match="start_bias_correction needs bind"):
         calibrator.calibrate(adapter.model, loop, fitness=make_fitness(adapter, batches, "kl"))
+
+
+def test_a_sampler_pickled_under_its_old_name_still_loads():
+    # Checkpoints of earlier sessions pickled CMA-ES's sampler as search_state._Gaussian; resuming them must work.
+    from esc.calib.search_state import GaussianSampler
+
+    sampler = GaussianSampler(np.random.SeedSequence(3))
+    old = pickle.dumps(sampler, protocol=0).replace(b"\nGaussianSampler\n", b"\n_Gaussian\n")
+    assert b"_Gaussian" in old
+    restored = pickle.loads(old)
+    assert isinstance(restored, GaussianSampler)
+    assert np.array_equal(restored(4, 2), sampler(4, 2))

@@ -26,7 +26,7 @@ import cma
 import numpy as np
 
 # Checkpoints pickled before search_state.py existed name these classes in this module; the import keeps them loadable.
-from esc.calib.search_state import SearchState, _Gaussian, load_state, save_state
+from esc.calib.search_state import GaussianSampler, SearchState, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class _Pools:
 def _new_state(objective: Objective, dim: int, settings: SearchSettings, fingerprint: np.ndarray,
                pools: _Pools) -> SearchState:
     cma_seed, subset_seed = np.random.SeedSequence(settings.seed).spawn(2)
-    options = {"bounds": [-settings.bound, settings.bound], "seed": np.nan, "randn": _Gaussian(cma_seed),
+    options = {"bounds": [-settings.bound, settings.bound], "seed": np.nan, "randn": GaussianSampler(cma_seed),
                "tolfun": settings.tolfun, "CMA_diagonal": settings.diagonal, "verbose": -9, "verb_log": 0}
     if settings.popsize is not None:
         options["popsize"] = settings.popsize

@@ -1,8 +1,8 @@
 """The resumable state of ESC's CMA-ES search and its checkpoint file.
 
 Everything a killed search needs to continue exactly where it stopped lives in one `SearchState`: the strategy
-(its sampler owns a private Generator, `_Gaussian`), the batch-resampling Generator, the best candidates so far and
-the history. It is pickled whole after every generation.
+(its sampler, a `GaussianSampler`, owns a private Generator), the batch-resampling Generator, the best candidates so
+far and the history. It is pickled whole after every generation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import cma
 import numpy as np
 
 
-class _Gaussian:
+class GaussianSampler:
     """`randn(*shape)` for CMA-ES from a private Generator, so its state pickles with the strategy."""
 
     def __init__(self, seed: np.random.SeedSequence):
@@ -24,6 +24,10 @@ class _Gaussian:
 
     def __call__(self, *shape: int) -> np.ndarray:
         return self.rng.standard_normal(shape)
+
+
+# Checkpoints written before the rename pickled the sampler under this name; keep them resumable.
+_Gaussian = GaussianSampler
 
 
 @dataclass
