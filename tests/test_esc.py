@@ -281,13 +281,16 @@ def test_start_bias_correction_needs_the_bound_model():
         calibrator.calibrate(adapter.model, loop, fitness=make_fitness(adapter, batches, "kl"))
 
 
-def test_a_sampler_pickled_under_its_old_name_still_loads():
-    # Checkpoints of earlier sessions pickled CMA-ES's sampler as search_state._Gaussian; resuming them must work.
+@pytest.mark.parametrize("module", ["esc.calib.search_state", "esc.calib.cma_search"])
+def test_a_sampler_pickled_under_its_old_name_still_loads(module):
+    # Checkpoints of earlier sessions pickled CMA-ES's sampler as _Gaussian, first of cma_search (before
+    # search_state.py existed), then of search_state; resuming either must still work.
     from esc.calib.search_state import GaussianSampler
 
     sampler = GaussianSampler(np.random.SeedSequence(3))
-    old = pickle.dumps(sampler, protocol=0).replace(b"\nGaussianSampler\n", b"\n_Gaussian\n")
-    assert b"_Gaussian" in old
+    new = pickle.dumps(sampler, protocol=0)
+    old = new.replace(b"esc.calib.search_state\nGaussianSampler\n", module.encode() + b"\n_Gaussian\n")
+    assert old != new
     restored = pickle.loads(old)
     assert isinstance(restored, GaussianSampler)
     assert np.array_equal(restored(4, 2), sampler(4, 2))

@@ -26,7 +26,7 @@ import cma
 import numpy as np
 
 # Checkpoints pickled before search_state.py existed name these classes in this module; the import keeps them loadable.
-from esc.calib.search_state import GaussianSampler, SearchState, load_state, save_state
+from esc.calib.search_state import GaussianSampler, SearchState, _Gaussian, load_state, save_state  # noqa: F401
 
 log = logging.getLogger(__name__)
 
