@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from esc.models.registry import build_adapter
+from esc.models.registry import trained_classifier
 from esc.train import score_folder
-
-FAMILIES = {"audio-spectrogram-transformer": "ast", "wav2vec2": "wav2vec2"}  # config.json model_type -> family
 
 
 def main() -> None:
@@ -29,10 +27,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--update", action="store_true", help="write the scores into the checkpoint's metrics.json")
     args = parser.parse_args()
-    family = args.family or FAMILIES[json.loads((args.checkpoint / "config.json").read_text())["model_type"]]
     torch.set_num_threads(1)
-    adapter = build_adapter({"family": family, "task": "classification", "source": "pretrained",
-                             "path": str(args.checkpoint)})
+    adapter = trained_classifier(args.checkpoint, args.family)
     adapter.model.eval()
     scores = {}
     for spec in args.splits:

@@ -6,7 +6,7 @@ import torch
 
 from esc.metrics import error_rates, normalize_text
 from esc.models.base import CheckpointError
-from esc.models.registry import build_adapter
+from esc.models.registry import build_adapter, trained_classifier
 from run_helpers import seeded_model
 
 TINY = ["ast_tiny", "wav2vec2_kws_tiny", "wav2vec2_ctc_tiny", "whisper_tiny"]
@@ -95,6 +95,18 @@ def test_pretrained_round_trip(tmp_path):
     loaded = build_adapter({"family": "ast", "task": "classification", "source": "pretrained", "path": str(tmp_path)})
     batch = adapter.collate(waves(2))
     assert torch.equal(adapter.forward(batch), loaded.forward(batch))
+
+
+def test_trained_classifier_reads_its_family_and_refuses_other_folders(tmp_path):
+    adapter = seeded_model("wav2vec2_kws_tiny")
+    adapter.model.save_pretrained(tmp_path / "w2v")
+    adapter.processor.save_pretrained(tmp_path / "w2v")
+    assert trained_classifier(tmp_path / "w2v").family == "wav2vec2"
+    with pytest.raises(CheckpointError, match="no config.json"):
+        trained_classifier(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
+    with pytest.raises(CheckpointError, match="'whisper' is not a keyword classifier"):
+        trained_classifier(tmp_path)
 
 
 def test_normaliser_treats_reference_and_hypothesis_alike():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ ADAPTERS: dict[tuple[str, str], type[ModelAdapter]] = {
     ("whisper", "seq2seq"): WhisperAdapter,
 }
 SOURCES = ("pretrained", "bundled", "config", "ct2")
+CLASSIFIER_FAMILIES = {"audio-spectrogram-transformer": "ast", "wav2vec2": "wav2vec2"}  # config.json model_type
 
 
 def bundled_model(name: str) -> Path:
@@ -53,6 +55,21 @@ def build_adapter(cfg: Mapping) -> ModelAdapter:
     adapter = _build(cfg)
     set_highpass(adapter.processor, cfg.get("highpass_hz"), adapter.sampling_rate)
     return adapter
+
+
+def trained_classifier(path: str | Path, family: str | None = None) -> ModelAdapter:
+    """The keyword classifier saved in the checkpoint folder `path` (what esc.train writes), its family read from
+    config.json's model_type unless given."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
+    if family is None:
+        model_type = json.loads(config.read_text()).get("model_type")
+        if model_type not in CLASSIFIER_FAMILIES:
+            raise CheckpointError(f"{config}: model_type {model_type!r} is not a keyword classifier's; "
+                                  f"known: {sorted(CLASSIFIER_FAMILIES)}")
+        family = CLASSIFIER_FAMILIES[model_type]
+    return build_adapter({"family": family, "task": "classification", "source": "pretrained", "path": str(path)})
 
 
 def _build(cfg: Mapping) -> ModelAdapter:
