@@ -69,11 +69,16 @@ def score_examples(adapter: ModelAdapter, examples: Sequence[Example], split_dir
             "by_voice": accuracy_by_voice(split_dir, by_name), "predictions": by_name}
 
 
+def labelled_examples(split_dir: str | Path, sampling_rate: int) -> list[Example]:
+    """Every good clip of a labelled audiofolder split, read at `sampling_rate` (bad files are skipped)."""
+    read = partial(load_audio, sampling_rate=sampling_rate)
+    examples, _ = read_entries(folder_entries(split_dir, "label", read, require_targets=True), None, "skip")
+    return examples
+
+
 def score_folder(adapter: ModelAdapter, split_dir: str | Path, batch_size: int) -> dict:
     """`score_examples` on every good clip of a labelled audiofolder split."""
-    read = partial(load_audio, sampling_rate=adapter.sampling_rate)
-    examples, _ = read_entries(folder_entries(split_dir, "label", read, require_targets=True), None, "skip")
-    return score_examples(adapter, examples, split_dir, batch_size)
+    return score_examples(adapter, labelled_examples(split_dir, adapter.sampling_rate), split_dir, batch_size)
 
 
 def weight_averaging(decay: float) -> list[L.Callback]:

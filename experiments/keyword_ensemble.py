@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from functools import partial
+from collections import Counter
 from pathlib import Path
 
 import torch
 
-from esc.data.audio import load_audio
-from esc.data.datamodule import read_entries
 from esc.data.folders import read_metadata
-from esc.data.sources import folder_entries
 from esc.models.classification import ClassificationAdapter
 from esc.models.registry import trained_classifier
-from esc.train import accuracy_by_voice
+from esc.train import accuracy_by_voice, labelled_examples
 
 
 @torch.no_grad()
@@ -35,8 +32,7 @@ def log_posteriors(adapter: ClassificationAdapter, split: Path, labels: list[str
     if sorted(adapter.labels) != sorted(labels):
         raise ValueError(f"{adapter.model.name_or_path}: labels {sorted(adapter.labels)} differ from the first "
                          f"checkpoint's {sorted(labels)}")
-    read = partial(load_audio, sampling_rate=adapter.sampling_rate)
-    examples, _ = read_entries(folder_entries(split, "label", read, require_targets=True), None, "skip")
+    examples = labelled_examples(split, adapter.sampling_rate)
     chunks = [adapter.forward(adapter.collate([e.audio for e in examples[start:start + batch_size]])).float()
               for start in range(0, len(examples), batch_size)]
     columns = [adapter.labels.index(label) for label in labels]
@@ -66,18 +62,12 @@ def compare(split: Path, checkpoints: list[Path], subsets: bool = False) -> dict
     groups = [group for size in sizes for group in itertools.combinations(members, size)]
     shared = sorted(set.intersection(*(set(s["misses"]) for s in scored.values())))
     voice = {Path(row["file_name"]).name: row.get("voice", "all") for row in read_metadata(split)}
+    shared_by_voice = dict(sorted(Counter(voice[name] for name in shared).items()))
     return {"n": len(names), "members": scored,
             "ensembles": [{"members": list(group),
                            **score(split, names, targets, labels, sum(members[key] for key in group) / len(group))}
                           for group in groups],
-            "missed_by_all": {"n": len(shared), "by_voice": _count(voice[name] for name in shared), "clips": shared}}
-
-
-def _count(items) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return dict(sorted(counts.items()))
+            "missed_by_all": {"n": len(shared), "by_voice": shared_by_voice, "clips": shared}}
 
 
 def _line(name: str, scores: dict) -> str:
