@@ -13,7 +13,8 @@ from audio_folders import write_folder
 from run_helpers import run_cli
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-TINY = ("model=ast_tiny", "dataset=folder", "logger=csv", "quant=w8a4", "dataset.calibration_size=3")
+TINY = ("dataset=folder", "logger=csv", "quant=w8a4", "dataset.calibration_size=3")
+MODELS = ("ast_tiny", "wav2vec2_kws_tiny")
 
 
 def code_cells(name: str) -> list[str]:
@@ -23,12 +24,13 @@ def code_cells(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def mse_and_esc_sweep(tmp_path_factory):
-    """ast_tiny at W8A4 calibrated with MSE and with a short ESC search, on one tiny audiofolder."""
+    """Two tiny models at W8A4, each calibrated with MSE and with a short ESC search, on one tiny audiofolder."""
     tmp = tmp_path_factory.mktemp("nb")
     data, out = write_folder(tmp / "kws"), tmp / "out"
-    common = (*TINY, f"dataset.path={data}", f"out_dir={out}")
-    run_cli("esc.run", *common, "calibrator=mse", cwd=tmp)
-    run_cli("esc.run", *common, "calibrator=esc", "calibrator.max_evals=30", "calibrator.popsize=6", cwd=tmp)
+    for model in MODELS:
+        common = (f"model={model}", *TINY, f"dataset.path={data}", f"out_dir={out}")
+        run_cli("esc.run", *common, "calibrator=mse", cwd=tmp)
+        run_cli("esc.run", *common, "calibrator=esc", "calibrator.max_evals=30", "calibrator.popsize=6", cwd=tmp)
     return out
 
 
@@ -42,8 +44,11 @@ def test_calibrator_comparison_runs_on_a_sweep(mse_and_esc_sweep, capsys):
     for cell in rest:
         exec(cell, namespace)
     printed = capsys.readouterr().out
-    rows = [line.split(" | ") for line in printed.splitlines() if line.startswith("| ast_tiny |")]
-    assert sorted(row[3] for row in rows) == ["esc", "mse"]  # one row per calibrator in the printed table
-    assert "1 pairs of mse and esc runs compared" in printed
-    (shifts,) = namespace["compared"].values()
-    assert any(shift != 0.0 for shift in shifts.values())  # the search moved something, and the notebook saw it
+    for model in MODELS:  # one row per model and calibrator in the printed table
+        rows = [line.split(" | ") for line in printed.splitlines() if line.startswith(f"| {model} |")]
+        assert sorted(row[3] for row in rows) == ["esc", "mse"]
+    # each model's ESC scales are compared with its own MSE scales, never with the other model's
+    assert "2 pairs of mse and esc runs compared" in printed
+    assert sorted(key[0] for key in namespace["compared"]) == sorted(MODELS)
+    for shifts in namespace["compared"].values():
+        assert any(shift != 0.0 for shift in shifts.values())  # the search moved something, and the notebook saw it
