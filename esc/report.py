@@ -25,44 +25,70 @@ from omegaconf import OmegaConf
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from esc.results import calibration_options, find_results, read_json, write_atomic  # noqa: E402
+from esc.results import (ID_NEUTRAL, calibration_options, find_results, model_options, ptq_options,  # noqa: E402
+                         read_json, write_atomic)
+
+
+# Calibrator settings that do not change a run's result (a resumed search ends where an uninterrupted one does).
+NOT_ROW_OPTIONS = {"seed", "checkpoint_dir", "resume"}
+_NONE = object()  # a setting a run does not have (no neutral value)
 
 
 def _row_options(run: dict) -> dict:
-    """The settings that define a row: the calibrator's options and which calibration clips it saw (size, folder,
-    filter). Seeds (the calibration draw's, a calibrator's own sampling seed: by default the run's) are not: runs
-    differing only in them are pooled into one row's mean and spread."""
-    options = {k: v for k, v in run.get("calibrator_options", {}).items() if k != "seed"}
+    """The settings that define a row: the calibrator's options, which calibration clips it saw (size, folder,
+    filter), each PTQ stage's options (as `stage.option`) and the model's placement rules and front-end filter.
+    Seeds (the calibration draw's, a calibrator's own sampling seed: by default the run's) are not: runs differing
+    only in them are pooled into one row's mean and spread. Settings added later are left out at the value that
+    reproduces the runs made before them (`ID_NEUTRAL`), so those runs and newer ones at that value share a row."""
+    neutral = {f"{group}.{k}": v for group, values in ID_NEUTRAL.items() for k, v in values.items()}
+    options = {k: v for k, v in run.get("calibrator_options", {}).items()
+               if k not in NOT_ROW_OPTIONS and neutral.get(f"calibrator.{k}", _NONE) != v}
     options.update({k: v for k, v in run.get("calibration_options", {}).items() if k != "calibration_seed"})
+    names = run.get("ptq") or []
+    for i, (name, stage) in enumerate(zip(names, run.get("ptq_options") or [])):
+        prefix = name if names.count(name) == 1 else f"{name}#{i}"
+        options.update({f"{prefix}.{k}": v for k, v in stage.items()})
+    options.update({k: v for k, v in (run.get("model_options") or {}).items()
+                    if neutral.get(f"model.{k}", _NONE) != v and v != []})
     return options
 
 
 def read_run(path: Path) -> dict:
-    """One run's results.json; a run written before results recorded `calibration_options` gets them from the
-    resolved `config.yaml` beside it (its dataset's calibration keys), so it is not pooled with runs on other
-    calibration sets."""
+    """One run's results.json; settings that results.json did not record when the run was written (its
+    calibration clips, PTQ stage options, model placement) come from the resolved `config.yaml` beside it, so the
+    run is not pooled with runs of other settings."""
     run = read_json(path)
     config = path.parent / "config.yaml"
-    if "calibration_options" not in run and config.is_file():
-        dataset = OmegaConf.to_container(OmegaConf.load(config)).get("dataset") or {}
-        run["calibration_options"] = calibration_options(dataset)
+    missing = [key for key in ("calibration_options", "ptq_options", "model_options") if key not in run]
+    if missing and config.is_file():
+        resolved = OmegaConf.to_container(OmegaConf.load(config))
+        recorders = {"calibration_options": (calibration_options, "dataset"), "ptq_options": (ptq_options, "ptq"),
+                     "model_options": (model_options, "model")}
+        for key in missing:
+            recorder, group = recorders[key]
+            run[key] = recorder(resolved.get(group) or {})
     return run
 
 
 def calibrator_labels(runs: Sequence[dict]) -> list[str]:
     """Row label per run: the PTQ stages (if any) and the calibrator name, plus the settings (`_row_options`) that
-    tell apart runs sharing that name."""
+    tell apart runs sharing that calibrator and chain (e.g. `rotation + mse (rotation.convolutions=True)`)."""
+    def family(run: dict) -> tuple:  # runs of one calibrator and PTQ chain: the settings compared among them
+        return run["calibrator"], tuple(run.get("ptq") or [])
+
     variants = defaultdict(list)
     for run in runs:
         options = _row_options(run)
-        if options not in variants[run["calibrator"]]:
-            variants[run["calibrator"]].append(options)
+        if options not in variants[family(run)]:
+            variants[family(run)].append(options)
     labels = []
     for run in runs:
-        options = variants[run["calibrator"]]
-        varying = sorted(k for k in options[0] if any(o.get(k) != options[0][k] for o in options))
+        options = variants[family(run)]
+        keys = set().union(*options)  # a setting only some runs have also tells them apart
+        varying = sorted(k for k in keys if any(o.get(k, _NONE) != options[0].get(k, _NONE) for o in options))
         own = _row_options(run)
-        label = run["calibrator"] + (f" ({', '.join(f'{k}={own[k]}' for k in varying)})" if varying else "")
+        shown = [f"{k}={own[k]}" for k in varying if k in own]
+        label = run["calibrator"] + (f" ({', '.join(shown)})" if shown else "")
         stages = run.get("ptq") or []
         labels.append(f"{'+'.join(stages)} + {label}" if stages else label)  # PTQ chains are rows of their own
     return labels

@@ -24,6 +24,8 @@ CALIBRATION_ONLY_KEYS = ("calibration_size", "calibration_seed", "calibration_sp
                          "pack_calibration")
 # Settings of a model config that only place quantizers, so they leave the FP model unchanged.
 PLACEMENT_ONLY_KEYS = ("rules",)
+# Settings of a model config that change a run's result but not which model it is: rows of their own in a report.
+ROW_MODEL_KEYS = ("rules", "highpass_hz")
 
 
 def digest(data: object, length: int = 10) -> str:
@@ -59,6 +61,17 @@ def calibration_options(dataset: Mapping) -> dict:
     """Which calibration clips a resolved dataset config draws (its `CALIBRATION_ONLY_KEYS`), as results.json
     records them."""
     return {k: v for k, v in dataset.items() if k in CALIBRATION_ONLY_KEYS}
+
+
+def ptq_options(ptq: Mapping) -> list[dict]:
+    """Each PTQ stage's settings (its config without `_target_`), in chain order, as results.json records them."""
+    return [{k: v for k, v in stage.items() if not k.startswith("_")} for stage in ptq.get("stages") or []]
+
+
+def model_options(model: Mapping) -> dict:
+    """The settings of a model config that change a run without naming another model (placement rules, the
+    front-end filter), as results.json records them."""
+    return {k: model.get(k) for k in ROW_MODEL_KEYS}
 
 
 def fp_cache_path(cfg: DictConfig) -> Path:

@@ -108,6 +108,42 @@ def test_ptq_chains_get_rows_of_their_own():
     assert calibrator_labels(runs) == ["mse", "smoothquant+gptq + mse"]
 
 
+def test_ptq_stage_options_split_rows_and_plain_runs_add_no_noise():
+    def run(ptq, options, rules=None):
+        return {"calibrator": "mse", "calibrator_options": {}, "ptq": ptq, "ptq_options": options,
+                "model_options": {"rules": rules or [], "highpass_hz": None}}
+
+    runs = [run([], []), run(["rotation"], [{"convolutions": True, "seed": 0}]),
+            run(["rotation"], [{"convolutions": False, "seed": 0}]),
+            run(["smoothquant"], [{"alpha": 0.5}]), run([], [], rules=[{"match": "*.probs_quantizer", "grid": "log2"}])]
+    assert calibrator_labels(runs) == [
+        "mse", "rotation + mse (rotation.convolutions=True)", "rotation + mse (rotation.convolutions=False)",
+        "smoothquant + mse", "mse (rules=[{'match': '*.probs_quantizer', 'grid': 'log2'}])"]
+
+
+def test_settings_at_their_neutral_value_share_a_row_with_runs_from_before_them():
+    old = {"calibrator": "esc", "calibrator_options": {"max_evals": 600}}
+    new = {"calibrator": "esc", "calibrator_options": {"max_evals": 600, "start_bias_correction": False,
+                                                       "search": None, "checkpoint_dir": "/tmp/x", "resume": True}}
+    on = {"calibrator": "esc", "calibrator_options": {"max_evals": 600, "start_bias_correction": True}}
+    assert calibrator_labels([old, new, on]) == ["esc", "esc", "esc (start_bias_correction=True)"]
+
+
+def test_runs_without_ptq_options_take_them_from_their_config(tmp_path):
+    labels = []
+    for guard in (True, False):
+        run_dir = tmp_path / str(guard)
+        run_dir.mkdir()
+        (run_dir / "results.json").write_text(json.dumps({"calibrator": "mse", "calibrator_options": {},
+                                                          "ptq": ["bias_correction"]}))
+        config = {"model": {"name": "m", "rules": [], "highpass_hz": None}, "dataset": {"calibration_size": 128},
+                  "ptq": {"name": "bias_correction", "stages": [{"_target_": "x.BiasCorrection", "guard": guard}]}}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        labels.append(read_run(run_dir / "results.json"))
+    assert labels[0]["ptq_options"] == [{"guard": True}] and labels[0]["model_options"]["rules"] == []
+    assert calibrator_labels(labels) == [f"bias_correction + mse (bias_correction.guard={g})" for g in (True, False)]
+
+
 def test_details_pool_seeds_with_their_spread():
     from esc.report import details_markdown
 

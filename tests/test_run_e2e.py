@@ -18,7 +18,8 @@ from run_helpers import compose_run, run_cli
 
 FIELDS = {"model", "dataset", "w_bits", "a_bits", "calibrator", "ptq", "seed", "metric", "fp", "quantized",
           "relative_change", "n_calib", "n_eval", "calib_seconds", "eval_seconds", "n_quantizers", "n_bad_files",
-          "fidelity_kl", "agreement", "bad_files", "relative_change_interval", "calibration_options"}
+          "fidelity_kl", "agreement", "bad_files", "relative_change_interval", "calibration_options", "ptq_options",
+          "model_options"}
 
 
 def check_interval(results):
@@ -120,6 +121,8 @@ def test_ptq_stages_run_in_their_phase(tmp_path, ptq, phase):
     results = run_experiment(cfg, tmp_path / "run")
     assert [r["phase"] for r in results["ptq_reports"]] == [phase]
     assert results["ptq"] == [results["ptq_reports"][0]["stage"]]
+    [options] = results["ptq_options"]  # the stage's settings, which a report needs to tell chains apart
+    assert options == {k: v for k, v in OmegaConf.to_container(cfg.ptq.stages[0], resolve=True).items() if k != "_target_"}
 
 
 def test_esc_run_records_its_search(tmp_path):
