@@ -31,8 +31,8 @@ from esc.models.registry import build_adapter
 from esc.ptq.registry import build_stages, run_stages
 from esc.quant.model import quantize_model, quantizers, save_scales
 from esc.quant.placement import Placement
-from esc.results import (RESULTS, calibration_options, finished, fp_cache_path, model_options, ptq_options, read_json,
-                         write_json)
+from esc.results import (RESULTS, calibration_options, finished, fp_cache_path, model_options, ptq_options,
+                         quant_options, read_json, write_json)
 from esc.run_record import record, record_search
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ def summarise(cfg: DictConfig, adapter: ModelAdapter, data: AudioDataModule, fp:
         # which calibration clips (size, folder, filter, seed): runs that differ here are different rows of a report
         "calibration_options": calibration_options(OmegaConf.to_container(cfg.dataset, resolve=True)),
         "ptq": [s.name for s in stages], "ptq_options": ptq_options(OmegaConf.to_container(cfg.ptq, resolve=True)),
-        "model_options": model_options(OmegaConf.to_container(cfg.model, resolve=True)), "ptq_reports": ptq_reports,
+        "model_options": model_options(OmegaConf.to_container(cfg.model, resolve=True)),
+        "quant_options": quant_options(OmegaConf.to_container(cfg.quant, resolve=True)), "ptq_reports": ptq_reports,
         "seed": cfg.seed, "metric": metric, "fp": fp_value, "quantized": q_value,
         "relative_change": (q_value - fp_value) / fp_value if fp_value else None,
         "fidelity_kl": quantized.fidelity_kl, "agreement": quantized.agreement,

@@ -26,7 +26,7 @@ matplotlib.use("Agg")  # files only; no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from esc.results import (ID_NEUTRAL, calibration_options, find_results, model_options, ptq_options,  # noqa: E402
-                         read_json, write_atomic)
+                         quant_options, read_json, write_atomic)
 
 
 # Calibrator settings that do not change a run's result (a resumed search ends where an uninterrupted one does).
@@ -59,51 +59,75 @@ def read_run(path: Path) -> dict:
     run is not pooled with runs of other settings."""
     run = read_json(path)
     config = path.parent / "config.yaml"
-    missing = [key for key in ("calibration_options", "ptq_options", "model_options") if key not in run]
+    missing = [key for key in ("calibration_options", "ptq_options", "model_options", "quant_options")
+               if key not in run]
     if missing and config.is_file():
         resolved = OmegaConf.to_container(OmegaConf.load(config))
         recorders = {"calibration_options": (calibration_options, "dataset"), "ptq_options": (ptq_options, "ptq"),
-                     "model_options": (model_options, "model")}
+                     "model_options": (model_options, "model"), "quant_options": (quant_options, "quant")}
         for key in missing:
             recorder, group = recorders[key]
             run[key] = recorder(resolved.get(group) or {})
     return run
 
 
-def calibrator_labels(runs: Sequence[dict]) -> list[str]:
-    """Row label per run: the PTQ stages (if any) and the calibrator name, plus the settings (`_row_options`) that
-    tell apart runs sharing that calibrator and chain (e.g. `rotation + mse (rotation.convolutions=True)`)."""
-    def family(run: dict) -> tuple:  # runs of one calibrator and PTQ chain: the settings compared among them
-        return run["calibrator"], tuple(run.get("ptq") or [])
-
+def _suffixes(runs: Sequence[dict], family, settings) -> list[str]:
+    """Per run, " (k=v, ...)" for the `settings(run)` that differ among the runs of its `family(run)`, or ""."""
     variants = defaultdict(list)
     for run in runs:
-        options = _row_options(run)
-        if options not in variants[family(run)]:
-            variants[family(run)].append(options)
-    labels = []
+        if settings(run) not in variants[family(run)]:
+            variants[family(run)].append(settings(run))
+    suffixes = []
     for run in runs:
         options = variants[family(run)]
         keys = set().union(*options)  # a setting only some runs have also tells them apart
         varying = sorted(k for k in keys if any(o.get(k, _NONE) != options[0].get(k, _NONE) for o in options))
-        own = _row_options(run)
+        own = settings(run)
         shown = [f"{k}={own[k]}" for k in varying if k in own]
-        label = run["calibrator"] + (f" ({', '.join(shown)})" if shown else "")
+        suffixes.append(f" ({', '.join(shown)})" if shown else "")
+    return suffixes
+
+
+def calibrator_labels(runs: Sequence[dict]) -> list[str]:
+    """Row label per run: the PTQ stages (if any) and the calibrator name, plus the settings (`_row_options`) that
+    tell apart runs sharing that calibrator and chain (e.g. `rotation + mse (rotation.convolutions=True)`)."""
+    suffixes = _suffixes(runs, lambda run: (run["calibrator"], tuple(run.get("ptq") or [])), _row_options)
+    labels = []
+    for run, suffix in zip(runs, suffixes):
         stages = run.get("ptq") or []
+        label = run["calibrator"] + suffix
         labels.append(f"{'+'.join(stages)} + {label}" if stages else label)  # PTQ chains are rows of their own
     return labels
+
+
+def _flat(value: dict, prefix: str = "") -> dict:
+    """A nested config as {dotted.key: leaf value} (lists, such as rules, are leaves)."""
+    flat = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            flat.update(_flat(item, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
+
+
+def quant_labels(runs: Sequence[dict]) -> list[str]:
+    """Column label per run: its quant preset's name, plus the preset settings that tell apart runs of that name
+    (an override such as `quant.activation.symmetric=false` is a column of its own, not pooled with the preset)."""
+    suffixes = _suffixes(runs, lambda run: run["quant"], lambda run: _flat(run.get("quant_options") or {}))
+    return [run["quant"] + suffix for run, suffix in zip(runs, suffixes)]
 
 
 def tables(runs: Sequence[dict]) -> list[dict]:
     """Group runs by (model, dataset) into tables: rows, columns, cells {(row, column): (quantized, fp)}."""
     grouped = defaultdict(list)
-    for run, label in zip(runs, calibrator_labels(runs)):
-        grouped[(run["model"], run["dataset"], run["metric"])].append((label, run))
+    for run, label, quant in zip(runs, calibrator_labels(runs), quant_labels(runs)):
+        grouped[(run["model"], run["dataset"], run["metric"])].append((label, quant, run))
     result = []
     for (model, dataset, metric), items in sorted(grouped.items()):
         values = defaultdict(list)
-        for label, run in items:
-            values[(label, run["quant"])].append((run["quantized"], run["fp"]))
+        for label, quant, run in items:
+            values[(label, quant)].append((run["quantized"], run["fp"]))
         cells = {key: (mean(q for q, _ in vs), mean(f for _, f in vs)) for key, vs in values.items()}
         result.append({"model": model, "dataset": dataset, "metric": metric,
                        "rows": sorted({r for r, _ in cells}), "columns": sorted({c for _, c in cells}),
@@ -158,8 +182,8 @@ def change_text(group: Sequence[dict]) -> str:
 def details_markdown(runs: Sequence[dict]) -> str:
     """One row per (model, data set, quant, calibrator label), seeds pooled, as a Markdown table."""
     grouped = defaultdict(list)
-    for run, label in zip(runs, calibrator_labels(runs)):
-        grouped[(run["model"], run["dataset"], run["quant"], label)].append(run)
+    for run, label, quant in zip(runs, calibrator_labels(runs), quant_labels(runs)):
+        grouped[(run["model"], run["dataset"], quant, label)].append(run)
     out = ["## Details (mean ± standard deviation over seeds)", "",
            "| model | dataset | quant | calibrator | seeds | metric | FP | quantized | change [95% interval] "
            "| fidelity_kl | agreement | ptq s | calib s |", "| --- " * 13 + "|"]

@@ -74,6 +74,12 @@ def model_options(model: Mapping) -> dict:
     return {k: model.get(k) for k in ROW_MODEL_KEYS}
 
 
+def quant_options(quant: Mapping) -> dict:
+    """A quant preset's settings without its name, as results.json records them (an overridden preset keeps its
+    name: these tell it apart)."""
+    return {k: v for k, v in quant.items() if k != "name"}
+
+
 def fp_cache_path(cfg: DictConfig) -> Path:
     """Where the FP evaluation of this model on this evaluation split is cached (shared by every quant setting)."""
     dataset = {k: v for k, v in _plain(cfg, "dataset").items() if k not in CALIBRATION_ONLY_KEYS}

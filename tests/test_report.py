@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from audio_folders import write_folder
-from esc.report import calibrator_labels, read_run, report
+from esc.report import calibrator_labels, quant_labels, read_run, report, tables
 from run_helpers import run_cli
 
 SWEEP = ("-m", "model=ast_tiny", "dataset=folder", "logger=csv", "calibrator=percentile",
@@ -129,6 +129,18 @@ def test_settings_at_their_neutral_value_share_a_row_with_runs_from_before_them(
     assert calibrator_labels([old, new, on]) == ["esc", "esc", "esc (start_bias_correction=True)"]
 
 
+def test_an_overridden_quant_preset_is_a_column_of_its_own():
+    def run(quant, symmetric, bits=8):
+        return {"model": "m", "dataset": "d", "metric": "accuracy", "fp": 0.8, "quantized": 0.7, "calibrator": "mse",
+                "calibrator_options": {}, "quant": quant, "quant_options": {
+                    "weight": {"bits": bits}, "activation": {"bits": bits, "symmetric": symmetric}}}
+
+    runs = [run("w8a8", True), run("w8a8", False), run("w4a4", True, bits=4)]
+    assert quant_labels(runs) == ["w8a8 (activation.symmetric=True)", "w8a8 (activation.symmetric=False)", "w4a4"]
+    [table] = tables(runs)
+    assert table["columns"] == ["w4a4", "w8a8 (activation.symmetric=False)", "w8a8 (activation.symmetric=True)"]
+
+
 def test_runs_without_ptq_options_take_them_from_their_config(tmp_path):
     labels = []
     for guard in (True, False):
@@ -137,10 +149,12 @@ def test_runs_without_ptq_options_take_them_from_their_config(tmp_path):
         (run_dir / "results.json").write_text(json.dumps({"calibrator": "mse", "calibrator_options": {},
                                                           "ptq": ["bias_correction"]}))
         config = {"model": {"name": "m", "rules": [], "highpass_hz": None}, "dataset": {"calibration_size": 128},
+                  "quant": {"name": "w8a8", "activation": {"bits": 8}},
                   "ptq": {"name": "bias_correction", "stages": [{"_target_": "x.BiasCorrection", "guard": guard}]}}
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
         labels.append(read_run(run_dir / "results.json"))
     assert labels[0]["ptq_options"] == [{"guard": True}] and labels[0]["model_options"]["rules"] == []
+    assert labels[0]["quant_options"] == {"activation": {"bits": 8}}
     assert calibrator_labels(labels) == [f"bias_correction + mse (bias_correction.guard={g})" for g in (True, False)]
 
 

@@ -19,7 +19,7 @@ from run_helpers import compose_run, run_cli
 FIELDS = {"model", "dataset", "w_bits", "a_bits", "calibrator", "ptq", "seed", "metric", "fp", "quantized",
           "relative_change", "n_calib", "n_eval", "calib_seconds", "eval_seconds", "n_quantizers", "n_bad_files",
           "fidelity_kl", "agreement", "bad_files", "relative_change_interval", "calibration_options", "ptq_options",
-          "model_options"}
+          "model_options", "quant_options"}
 
 
 def check_interval(results):
