@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from audio_folders import write_folder
-from esc.report import calibrator_labels, quant_labels, read_run, report, tables
+from esc.report import report, tables
+from esc.run_labels import calibrator_labels, quant_labels, read_run
 from run_helpers import run_cli
 
 SWEEP = ("-m", "model=ast_tiny", "dataset=folder", "logger=csv", "calibrator=percentile",
