@@ -56,6 +56,13 @@ def arguments(doc: str, **extra: int) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--models", default=None,
+                        help="comma-separated model configs to measure instead of the default list (e.g. ast_kws)")
     for name, default in extra.items():
         parser.add_argument(f"--{name}", type=int, default=default)
     return parser.parse_args()
+
+
+def model_names(args: argparse.Namespace, default: tuple[str, ...]) -> list[str]:
+    """The models a benchmark measures: --models when given, else its `default` list."""
+    return args.models.split(",") if args.models else list(default)

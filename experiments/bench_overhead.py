@@ -1,6 +1,6 @@
 """Cost of fake quantization and of the statistics pass, per model family.
 
-    python experiments/bench_overhead.py [--real] [--repeats 10] [--threads 2]
+    python experiments/bench_overhead.py [--real] [--repeats 10] [--threads 2] [--batch-size 2] [--models ast_tiny,...]
 
 Prints one line per model: `model fp_ms fakequant_ms ratio stats_pass_ms` (medians over repeats; W8A8 full
 placement, per-channel weights, per-tensor static activations, attention matmul inputs included). Goals:
@@ -10,7 +10,7 @@ fake-quantized forward at most 1.5x the FP forward, statistics pass at most 2x.
 from __future__ import annotations
 
 import torch
-from bench_common import arguments, load_adapter, median_ms, random_batch, w8a8_placement
+from bench_common import arguments, load_adapter, median_ms, model_names, random_batch, w8a8_placement
 
 from esc.calib.minmax import MinMaxCalibrator
 from esc.calib.stats import collect_statistics
@@ -36,7 +36,7 @@ def main() -> None:
     args = arguments(__doc__)
     torch.set_num_threads(args.threads)
     print("model fp_ms fakequant_ms ratio stats_pass_ms")
-    for name in TINY:
+    for name in model_names(args, TINY):
         print(bench(name, args.repeats, 1.0, args.batch_size), flush=True)
     if args.real:
         print(bench("whisper_tiny_en", max(3, args.repeats // 3), 5.0, 1), flush=True)
