@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study's sweeps, as run for the tables of experiments/RESULTS.md (sequential; each finished run is skipped on a re-run).
 #
-#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_360_hp|keywords_360_w8a8|keywords_rotation|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
+#   bash experiments/study.sh whisper_ptq|whisper_stage_table|whisper_esc|whisper_sentences|whisper_prompts|whisper_prompts_split|whisper_w4a4_token|whisper_w4a4_tokengroup|keywords|keywords_360|keywords_360_hp|keywords_360_w8a8|keywords_rotation|keywords_bc_w8a8|keywords_log2|keywords_token|keywords_esc|keywords_ptq|keywords_bc|whisper_bc|sensitivity [OUT]
 #
 # Data: the bundled sentences_small evaluation split (Whisper), a generated keyword set split by voice
 # (KEYWORDS, from `python -m esc.data.tts keywords ...`), and for Whisper's ESC runs a larger calibration folder
@@ -12,7 +12,7 @@
 # KEYWORDS_PICO: the keyword set with Pico's two voices added to its calibration split (`python -m esc.data.tts
 # keywords ... --voices <the 13 built-in> pico:en-US pico:en-GB`; the same evaluation split byte for byte).
 set -euo pipefail
-part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_360 | keywords_360_hp | keywords_360_w8a8 | keywords_rotation | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
+part=${1:?part: whisper_ptq | whisper_stage_table | whisper_esc | whisper_sentences | whisper_prompts | whisper_prompts_split | whisper_w4a4_token | whisper_w4a4_tokengroup | keywords | keywords_360 | keywords_360_hp | keywords_360_w8a8 | keywords_rotation | keywords_bc_w8a8 | keywords_log2 | keywords_token | keywords_esc | keywords_ptq | keywords_bc | whisper_bc | sensitivity}
 out=${2:-study}
 KEYWORDS=${KEYWORDS:-/work/gen/keywords_v2}
 WHISPER_CAL=${WHISPER_CAL:-/work/study/data/sentences_cal52/calibration}
@@ -165,6 +165,12 @@ case $part in
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 calibrator=mse $rot
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc_w2v $rot
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0 calibrator=mse ptq=rotation ;;
+  keywords_bc_w8a8)  # wav2vec2 W8A8, guarded bias correction after MSE and after ESC (600 evaluations), and after
+    # ESC whose start is bias-corrected too, so that its search scores candidates in the corrected model
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 calibrator=mse ptq=bias_correction
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc_w2v ptq=bias_correction
+    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc_w2v calibrator.start_bias_correction=true \
+        ptq=bias_correction ;;
   keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
