@@ -40,8 +40,8 @@ def _row_options(run: dict) -> dict:
 
 def read_run(path: Path) -> dict:
     """One run's results.json; settings that results.json did not record when the run was written (its
-    calibration clips, PTQ stage options, model placement) come from the resolved `config.yaml` beside it, so the
-    run is not pooled with runs of other settings."""
+    calibration clips, PTQ stage options, model placement, quant preset settings) come from the resolved
+    `config.yaml` beside it, so the run is not pooled with runs of other settings."""
     run = read_json(path)
     config = path.parent / "config.yaml"
     missing = [key for key in ("calibration_options", "ptq_options", "model_options", "quant_options")
@@ -58,16 +58,16 @@ def read_run(path: Path) -> dict:
 
 def _suffixes(runs: Sequence[dict], family, settings) -> list[str]:
     """Per run, " (k=v, ...)" for the `settings(run)` that differ among the runs of its `family(run)`, or ""."""
+    owns = [settings(run) for run in runs]
     variants = defaultdict(list)
-    for run in runs:
-        if settings(run) not in variants[family(run)]:
-            variants[family(run)].append(settings(run))
+    for run, own in zip(runs, owns):
+        if own not in variants[family(run)]:
+            variants[family(run)].append(own)
     suffixes = []
-    for run in runs:
+    for run, own in zip(runs, owns):
         options = variants[family(run)]
         keys = set().union(*options)  # a setting only some runs have also tells them apart
         varying = sorted(k for k in keys if any(o.get(k, _NONE) != options[0].get(k, _NONE) for o in options))
-        own = settings(run)
         shown = [f"{k}={own[k]}" for k in varying if k in own]
         suffixes.append(f" ({', '.join(shown)})" if shown else "")
     return suffixes
