@@ -167,10 +167,12 @@ case $part in
     run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0 calibrator=mse ptq=rotation ;;
   keywords_bc_w8a8)  # wav2vec2 W8A8, guarded bias correction after MSE and after ESC (600 evaluations), and after
     # ESC whose start is bias-corrected too, so that its search scores candidates in the corrected model
-    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 calibrator=mse ptq=bias_correction
-    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc_w2v ptq=bias_correction
-    run threads=1 model=wav2vec2_kws $kws quant=w8a8 seed=0,1,2 $esc_w2v calibrator.start_bias_correction=true \
-        ptq=bias_correction ;;
+    for model in wav2vec2_kws wav2vec2_kws_360_hp; do
+      run threads=1 model=$model $kws quant=w8a8 seed=0,1,2 calibrator=mse ptq=bias_correction
+      run threads=1 model=$model $kws quant=w8a8 seed=0,1,2 $esc_w2v ptq=bias_correction
+      run threads=1 model=$model $kws quant=w8a8 seed=0,1,2 $esc_w2v calibrator.start_bias_correction=true \
+          ptq=bias_correction
+    done ;;
   keywords_log2)  # log2 softmax probabilities at 4-bit activations: MSE on both keyword models, ESC on AST
     run threads=1 model=ast_kws,wav2vec2_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=0 "$log2"
     run threads=1 model=ast_kws $kws quant=w8a4,w4a4_g64 calibrator=mse seed=1,2 "$log2"
