@@ -17,6 +17,7 @@ from esc.results import ID_NEUTRAL, calibration_options, model_options, ptq_opti
 # Calibrator settings that do not change a run's result (a resumed search ends where an uninterrupted one does).
 NOT_ROW_OPTIONS = {"seed", "checkpoint_dir", "resume"}
 _NONE = object()  # a setting a run does not have (no neutral value)
+_NEUTRAL = {f"{group}.{k}": v for group, values in ID_NEUTRAL.items() for k, v in values.items()}
 
 
 def _row_options(run: dict) -> dict:
@@ -25,16 +26,16 @@ def _row_options(run: dict) -> dict:
     Seeds (the calibration draw's, a calibrator's own sampling seed: by default the run's) are not: runs differing
     only in them are pooled into one row's mean and spread. Settings added later are left out at the value that
     reproduces the runs made before them (`ID_NEUTRAL`), so those runs and newer ones at that value share a row."""
-    neutral = {f"{group}.{k}": v for group, values in ID_NEUTRAL.items() for k, v in values.items()}
     options = {k: v for k, v in run.get("calibrator_options", {}).items()
-               if k not in NOT_ROW_OPTIONS and neutral.get(f"calibrator.{k}", _NONE) != v}
+               if k not in NOT_ROW_OPTIONS and _NEUTRAL.get(f"calibrator.{k}", _NONE) != v}
     options.update({k: v for k, v in run.get("calibration_options", {}).items() if k != "calibration_seed"})
     names = run.get("ptq") or []
     for i, (name, stage) in enumerate(zip(names, run.get("ptq_options") or [])):
         prefix = name if names.count(name) == 1 else f"{name}#{i}"
         options.update({f"{prefix}.{k}": v for k, v in stage.items()})
+    # no rules ([]) is every model config's default, and a run that recorded no model options had none
     options.update({k: v for k, v in (run.get("model_options") or {}).items()
-                    if neutral.get(f"model.{k}", _NONE) != v and v != []})
+                    if _NEUTRAL.get(f"model.{k}", _NONE) != v and v != []})
     return options
 
 
